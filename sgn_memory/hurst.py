@@ -927,12 +927,47 @@ def _bridge_range_sf(v: np.ndarray) -> np.ndarray:
 
 
 def _autocovariances(x: np.ndarray, max_lag: int) -> np.ndarray:
-    """Biased (1/n) sample autocovariances, lags 0..max_lag, of mean-removed rows: (batch, L+1)."""
-    _batch, n = x.shape
+    """Biased (1/n) sample autocovariances, lags 0..max_lag, of mean-removed rows: (rows, L+1).
+
+    Direct products for few lags (O(n) per lag), FFT beyond (O(n log n) for all lags).
+    """
+    rows, n = x.shape
+    if max_lag <= 32:
+        out = np.empty((rows, max_lag + 1))
+        for k in range(max_lag + 1):
+            out[:, k] = np.einsum("ij,ij->i", x[:, : n - k], x[:, k:])
+        return out / n
     nfft = scipy.fft.next_fast_len(2 * n, real=True)
     spec = scipy.fft.rfft(x, nfft, axis=1, workers=-1)
-    acov = scipy.fft.irfft(spec.real**2 + spec.imag**2, nfft, axis=1, workers=-1)[:, : max_lag + 1]
-    return acov / n
+    acov = scipy.fft.irfft(spec.real**2 + spec.imag**2, nfft, axis=1, workers=-1)
+    return acov[:, : max_lag + 1] / n
+
+
+def _lo_block(xb: np.ndarray, *, bandwidth) -> np.ndarray:
+    """Lo's V statistic and the bandwidth per series: (rows, n) -> (rows, 2)."""
+    n = xb.shape[1]
+    xb = xb.astype(np.float64)
+    xb -= xb.mean(axis=1, keepdims=True)
+    partial = np.cumsum(xb, axis=1)
+    # the partial sums run from S_1 to S_n = 0, so the range includes 0
+    range_ = partial.max(axis=1) - partial.min(axis=1)
+    del partial
+    if bandwidth == "andrews":
+        acov1 = _autocovariances(xb, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.clip(acov1[:, 1] / acov1[:, 0], -0.99, 0.99)
+        rate = (1.5 * n) ** (1 / 3) * (2 * np.abs(rho) / (1 - rho**2)) ** (2 / 3)
+        q = np.minimum(np.floor(rate), n - 1).astype(np.int64)
+    else:
+        q = np.full(xb.shape[0], bandwidth, dtype=np.int64)
+    qmax = int(q.max()) if q.size else 0
+    acov = _autocovariances(xb, qmax)
+    lag = np.arange(1, qmax + 1)
+    weights = np.clip(1.0 - lag[None, :] / (q[:, None] + 1.0), 0.0, None)  # Bartlett
+    lrv = acov[:, 0] + 2.0 * (weights * acov[:, 1:]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stat = range_ / np.sqrt(np.where(lrv > 0, lrv, np.nan) * n)
+    return np.stack([stat, q.astype(float)], axis=1)
 
 
 def long_memory_test(
@@ -994,35 +1029,19 @@ def long_memory_test(
             f"alternative must be 'two-sided', 'greater' or 'less'; got {alternative!r}."
         )
     batch = as_batch(x, axis, min_length=20, estimator="long_memory_test")
-    xv = batch.valid_rows().astype(np.float64)
     n = batch.n
-    xv = xv - xv.mean(axis=1, keepdims=True)
-    partial = np.cumsum(xv, axis=1)
-    rng_ = np.maximum(partial.max(axis=1), 0.0) - np.minimum(partial.min(axis=1), 0.0)
-    if bandwidth == "andrews":
-        acov1 = _autocovariances(xv, 1)
-        rho = np.clip(acov1[:, 1] / acov1[:, 0], -0.99, 0.99)
-        q = np.floor((1.5 * n) ** (1 / 3) * (2 * np.abs(rho) / (1 - rho**2)) ** (2 / 3)).astype(
-            np.int64
+    if bandwidth != "andrews" and (
+        isinstance(bandwidth, bool)
+        or not isinstance(bandwidth, int | np.integer)
+        or not 0 <= bandwidth < n
+    ):
+        raise SgnMemoryError(
+            f"bandwidth must be 'andrews' or an integer in [0, {n - 1}]; got {bandwidth!r}."
         )
-        q = np.minimum(q, n - 1)
-    else:
-        if (
-            isinstance(bandwidth, bool)
-            or not isinstance(bandwidth, int | np.integer)
-            or not 0 <= bandwidth < n
-        ):
-            raise SgnMemoryError(
-                f"bandwidth must be 'andrews' or an integer in [0, {n - 1}]; got {bandwidth!r}."
-            )
-        q = np.full(xv.shape[0], int(bandwidth), dtype=np.int64)
-    qmax = int(q.max()) if q.size else 0
-    acov = _autocovariances(xv, qmax)
-    j = np.arange(1, qmax + 1)
-    weights = np.clip(1.0 - j[None, :] / (q[:, None] + 1.0), 0.0, None)
-    lrv = acov[:, 0] + 2.0 * (weights * acov[:, 1:]).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        stat = rng_ / np.sqrt(np.where(lrv > 0, lrv, np.nan) * n)
+    stat_q = _map_blocks(
+        functools.partial(_lo_block, bandwidth=bandwidth), batch.valid_rows(), 2, per_element=4.0
+    )
+    stat, q = stat_q[:, 0], stat_q[:, 1]
     cdf = _bridge_range_cdf(stat)
     sf = _bridge_range_sf(stat)
     if alternative == "greater":
@@ -1045,7 +1064,7 @@ def long_memory_test(
         reference="range of a Brownian bridge (Kuiper's law), Lo (1991)",
         settings=MappingProxyType(
             {
-                "bandwidth": batch.unbatch(batch.scatter(q.astype(float), fill=np.nan)),
+                "bandwidth": batch.unbatch(batch.scatter(q)),
                 "bandwidth_rule": "andrews-ar1-bartlett" if bandwidth == "andrews" else "fixed",
                 "alternative": alternative,
             }

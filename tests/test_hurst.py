@@ -210,7 +210,7 @@ def pooled_rmse(estimator, grid, **kw):
 
 @pytest.mark.slow
 def test_accuracy_goals(fgn_grid):
-    """Pooled RMSE over H in {0.2, ..., 0.95}, 200 replicates, n = 2048 (issue goal and calibration).
+    """Pooled RMSE over H in {0.2, ..., 0.95}, 200 replicates, n = 2048 (goals and calibration).
 
     Measured (benchmarks/accuracy.py): Whittle 0.014, DFA-1 0.030, corrected R/S 0.077.  The
     Whittle and DFA bounds are the project's goals; the R/S bound is a regression guard at the
@@ -321,7 +321,7 @@ def test_threads_do_not_change_results(monkeypatch):
 
 
 def test_rs_overlap_and_loop_paths_agree_with_direct_formula():
-    """Both R/S range paths (short-window loop, long-window reduction) equal a direct computation."""
+    """Both R/S range paths (short-window loop, long-window reduction) equal the direct formula."""
     x = sgn.fgn(1200, 0.6, rng=19)
     for overlap in (False, True):
         scales = np.array([10, 64, 65, 300])
@@ -342,7 +342,7 @@ def test_rs_overlap_and_loop_paths_agree_with_direct_formula():
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_dfa_removes_polynomial_trends(order):
-    """DFA-q is blind to a polynomial of degree q-1 added to the increments (degree q in the profile)."""
+    """DFA-q is blind to a degree q-1 polynomial in the increments (degree q in the profile)."""
     x = sgn.fgn(2000, 0.4, rng=20)
     t = np.linspace(-1, 1, 2000)
     trend = 5 * t ** (order - 1) + (3 * t if order > 1 else 0)
