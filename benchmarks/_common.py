@@ -180,10 +180,10 @@ def fmt_speedup(x: float) -> str:
     if x != x:
         return "n/a"
     if x >= 100:
-        return f"{x:,.0f}×"
+        return f"{x:,.0f}x"
     if x >= 10:
-        return f"{x:.0f}×"
-    return f"{x:.2g}×"
+        return f"{x:.0f}x"
+    return f"{x:.2g}x"
 
 
 def markdown_table(

@@ -325,12 +325,9 @@ def test_rs_overlap_and_loop_paths_agree_with_direct_formula():
     x = sgn.fgn(1200, 0.6, rng=19)
     for overlap in (False, True):
         scales = np.array([10, 64, 65, 300])
-        est = sgn.hurst_rs(x, scales=scales, corrected=False)
-        if overlap:
-            est = hurst_module._rs_kernel(x[None, :], scales, 1, overlap=True)[0]
-        else:
-            est = est.fluctuation
-        for s, value in zip(scales, est, strict=True):
+        est = sgn.hurst_rs(x, scales=scales, corrected=False, overlap=overlap)
+        assert est.settings["overlap"] is overlap
+        for s, value in zip(scales, est.fluctuation, strict=True):
             step = s // 2 if overlap else s
             ratios = []
             for a in range(0, len(x) - s + 1, step):
