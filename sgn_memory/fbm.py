@@ -31,9 +31,11 @@ References
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 import numbers
+import os
 import warnings
 from typing import Literal
 
@@ -49,8 +51,9 @@ Method = Literal["davies-harte", "hosking", "cholesky"]
 _METHODS = ("davies-harte", "hosking", "cholesky")
 # Relative size of a negative circulant eigenvalue that is taken as round-off, not indefiniteness.
 _EIG_TOL = 1e-10
-# Upper bound on the memory (bytes) of one block of Davies-Harte spectra; blocks are drawn in turn.
-_BLOCK_BYTES = 64 * 2**20
+# Memory (bytes) of one block of Davies-Harte spectra; blocks are drawn in parallel threads.
+_BLOCK_BYTES = 8 * 2**20
+_THREADS = min(8, os.cpu_count() or 1)
 
 
 def fgn_autocovariance(hurst, lags) -> np.ndarray:
@@ -278,19 +281,38 @@ def _davies_harte_sqrt_eigenvalues(n: int, hurst: float) -> np.ndarray | None:
 
 
 def _davies_harte(n: int, sqrt_eig: np.ndarray, n_paths: int, rng, dtype) -> np.ndarray:
+    """Draw paths in blocks of at most _BLOCK_BYTES of spectra, the blocks on all cores.
+
+    Each block has its own generator seeded from ``rng`` (one integer per block, drawn up front),
+    so the draws depend on ``rng``, n and the number of paths only, never on the thread count.
+    """
     m = 2 * (sqrt_eig.size - 1)
     out = np.empty((n_paths, n), dtype=dtype)
     scale = sqrt_eig.astype(dtype)
     per_path = 2 * sqrt_eig.size * dtype.itemsize
     block = max(1, _BLOCK_BYTES // per_path)
-    for start in range(0, n_paths, block):
+    starts = range(0, n_paths, block)
+    seeds = rng.integers(0, 2**63 - 1, size=len(starts))
+    complex_dtype = np.complex64 if dtype == np.float32 else np.complex128
+
+    def draw(start: int, seed) -> None:
         stop = min(start + block, n_paths)
-        z = rng.standard_normal((stop - start, 2, sqrt_eig.size), dtype=dtype)
-        spectrum = z[:, 0] + 1j * z[:, 1]
-        spectrum.imag[:, 0] = 0.0
-        spectrum.imag[:, -1] = 0.0
+        # real and imaginary parts side by side, viewed as complex without a copy; irfft ignores
+        # the imaginary parts at frequency 0 and m/2 (the Hermitian spectrum is real there).
+        z = np.random.default_rng(seed).standard_normal(
+            (stop - start, sqrt_eig.size, 2), dtype=dtype
+        )
+        spectrum = z.view(complex_dtype)[..., 0]
         spectrum *= scale
-        out[start:stop] = scipy.fft.irfft(spectrum, m, axis=-1, workers=-1)[:, :n]
+        out[start:stop] = scipy.fft.irfft(spectrum, m, axis=-1)[:, :n]
+
+    if len(starts) == 1 or _THREADS == 1:
+        for start, seed in zip(starts, seeds, strict=True):
+            draw(start, seed)
+    else:
+        # numpy's generators and scipy's FFT release the GIL
+        with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
+            list(pool.map(draw, starts, seeds))
     return out
 
 
