@@ -59,9 +59,7 @@ def float_dtype(x: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def as_batch(
-    x, axis: int = -1, *, min_length: int, estimator: str, check_constant: bool = True
-) -> Batch:
+def as_batch(x, axis: int = -1, *, min_length: int, estimator: str) -> Batch:
     """Validate ``x`` once and return it as a ``(batch, n)`` array.
 
     Raises :class:`InsufficientDataError` when the time axis is shorter than ``min_length`` (a
@@ -84,10 +82,9 @@ def as_batch(
         )
     lead_shape = x.shape[:-1]
     data = np.ascontiguousarray(x.reshape(-1, n), dtype=float_dtype(x))
-    valid = np.isfinite(data).all(axis=1)
-    if check_constant:
-        with np.errstate(invalid="ignore"):
-            valid &= data.max(axis=1) > data.min(axis=1)
+    # max and min propagate NaN and show inf, so two reductions find every degenerate series
+    high, low = data.max(axis=1), data.min(axis=1)
+    valid = np.isfinite(high) & np.isfinite(low) & (high > low)
     n_bad = int(data.shape[0] - valid.sum())
     if n_bad:
         warnings.warn(
