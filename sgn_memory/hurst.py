@@ -749,27 +749,73 @@ def _fgn_spectral_shape(hurst: np.ndarray, freqs: np.ndarray) -> np.ndarray:
     )
 
 
-@functools.lru_cache(maxsize=8)
+# Largest likelihood table (H grid x frequencies) that is cached per n: 999 x 8400 x 8 B ~ 67 MB,
+# i.e. series up to ~16800 long.  Longer series evaluate the spectrum on the fly, in frequency
+# chunks, only at the H values the search visits.
+_WHITTLE_TABLE_ELEMENTS = 1 << 23
+_WHITTLE_FREQ_CHUNK = 8192
+
+
+def _fourier_frequencies(n: int) -> np.ndarray:
+    return 2.0 * np.pi * np.arange(1, (n - 1) // 2 + 1) / n
+
+
+@functools.lru_cache(maxsize=4)
 def _whittle_table(n: int):
-    """Per-n tables on the H grid: 1/g (G, m), mean log g (G,), profiled Fisher information."""
-    m = (n - 1) // 2
-    freqs = 2.0 * np.pi * np.arange(1, m + 1) / n
-    g = _fgn_spectral_shape(_WHITTLE_GRID, freqs)
+    """1/g on the whole H grid (G, m) and mean log g (G,), for series short enough to cache."""
+    g = _fgn_spectral_shape(_WHITTLE_GRID, _fourier_frequencies(n))
     inv_g = 1.0 / g
     mean_log_g = np.log(g).mean(axis=1)
-    # d/dH log g by central differences (step 1e-5, error ~1e-10) on every 10th grid point (the
-    # information is smooth in H; linear interpolation error < 1e-4 relative): the profiled
-    # Fisher information of the Whittle likelihood is sum_j (d_j - mean d)^2.
-    info_grid = _WHITTLE_GRID[4::10]
+    inv_g.setflags(write=False)
+    mean_log_g.setflags(write=False)
+    return inv_g, mean_log_g
+
+
+def _whittle_objective(per: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
+    """Profiled Whittle objective (up to a constant) at grid points ``idx``: (rows, len(idx)).
+
+    Q(H) = log(sum_j I_j / g_j(H)) + mean_j log g_j(H).
+    """
+    m = per.shape[1]
+    if _WHITTLE_GRID.size * m <= _WHITTLE_TABLE_ELEMENTS:
+        inv_g, mean_log_g = _whittle_table(n)
+        return np.log(per @ inv_g[idx].T) + mean_log_g[idx]
+    freqs = _fourier_frequencies(n)
+    total = np.zeros((per.shape[0], idx.size))
+    log_total = np.zeros(idx.size)
+    for start in range(0, m, _WHITTLE_FREQ_CHUNK):
+        stop = min(start + _WHITTLE_FREQ_CHUNK, m)
+        g = _fgn_spectral_shape(_WHITTLE_GRID[idx], freqs[start:stop])
+        total += per[:, start:stop] @ (1.0 / g).T
+        log_total += np.log(g).sum(axis=1)
+    return np.log(total) + log_total / m
+
+
+def _whittle_information(hurst: np.ndarray, n: int) -> np.ndarray:
+    """Profiled Fisher information sum_j (d_j - mean d)^2, d_j = d/dH log g_j, at each ``hurst``.
+
+    It depends on H and n only: computed by central differences (step 1e-5, error ~1e-10) at
+    nodes spanning the estimates (every 0.01) and interpolated linearly (relative error < 1e-4).
+    """
+    finite = hurst[np.isfinite(hurst)]
+    if finite.size == 0:
+        return np.full(hurst.shape, np.nan)
+    lo, hi = np.floor(finite.min() * 100) / 100, np.ceil(finite.max() * 100) / 100
+    nodes = np.clip(np.arange(lo, hi + 0.005, 0.01), 0.0005, 0.9995)
+    freqs = _fourier_frequencies(n)
     eps = 1e-5
-    dlog = (
-        np.log(_fgn_spectral_shape(info_grid + eps, freqs))
-        - np.log(_fgn_spectral_shape(info_grid - eps, freqs))
-    ) / (2 * eps)
-    info = ((dlog - dlog.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    for a in (inv_g, mean_log_g, info):
-        a.setflags(write=False)
-    return freqs, inv_g, mean_log_g, info_grid, info
+    s1 = np.zeros(nodes.size)
+    s2 = np.zeros(nodes.size)
+    for start in range(0, freqs.size, _WHITTLE_FREQ_CHUNK):
+        f = freqs[start : start + _WHITTLE_FREQ_CHUNK]
+        d = (
+            np.log(_fgn_spectral_shape(nodes + eps, f))
+            - np.log(_fgn_spectral_shape(nodes - eps, f))
+        ) / (2 * eps)
+        s1 += d.sum(axis=1)
+        s2 += (d * d).sum(axis=1)
+    info = s2 - s1**2 / freqs.size
+    return np.interp(hurst, nodes, info) if nodes.size > 1 else np.full(hurst.shape, info[0])
 
 
 def _whittle_kernel(x: np.ndarray):
@@ -777,17 +823,16 @@ def _whittle_kernel(x: np.ndarray):
 
     Minimises Q(H) = log(mean_j I_j / g_j(H)) + mean_j log g_j(H) over the Fourier frequencies
     lambda_j = 2 pi j / n, j = 1..floor((n-1)/2).  The objective for all series at once is a matrix
-    product of the periodograms with a cached table of 1/g: first on a coarse H grid (step 0.02),
-    then on the fine grid (step 0.001) around each coarse minimum, then a parabola through the
-    three best fine points.
+    product of the periodograms with 1/g: first on a coarse H grid (step 0.02), then on the fine
+    grid (step 0.001) around each coarse minimum, then a parabola through the three best fine
+    points.
     """
     batch, n = x.shape
-    freqs, inv_g, mean_log_g, info_grid, info = _whittle_table(n)
-    m = freqs.size
+    m = (n - 1) // 2
     grid = _WHITTLE_GRID
     G = grid.size
     coarse_idx = np.arange(_WHITTLE_COARSE // 2 - 1, G, _WHITTLE_COARSE)
-    inv_g_coarse = np.ascontiguousarray(inv_g[coarse_idx])
+    half = _WHITTLE_COARSE
     hurst = np.empty(batch)
     rows_per_block = max(1, (1 << 23) // n)
     for start in range(0, batch, rows_per_block):
@@ -796,28 +841,24 @@ def _whittle_kernel(x: np.ndarray):
         per = np.square(spec.real, dtype=np.float64)
         per += np.square(spec.imag, dtype=np.float64)
         del spec
-        obj = np.log(per @ inv_g_coarse.T) + mean_log_g[coarse_idx]
-        best = coarse_idx[np.argmin(obj, axis=1)]
-        half = _WHITTLE_COARSE
-        fine_best = np.empty(per.shape[0])
+        best = coarse_idx[np.argmin(_whittle_objective(per, coarse_idx, n), axis=1)]
         for centre in np.unique(best):
             rows = np.flatnonzero(best == centre)
-            lo, hi = max(0, centre - half), min(G, centre + half + 1)
-            fobj = np.log(per[rows] @ inv_g[lo:hi].T) + mean_log_g[lo:hi]
-            k = np.argmin(fobj, axis=1)
-            # parabola through (k-1, k, k+1), with k moved inside the fine window
-            kk = np.clip(k, 1, hi - lo - 2)
+            fine_idx = np.arange(max(0, centre - half), min(G, centre + half + 1))
+            fobj = _whittle_objective(per[rows], fine_idx, n)
+            # parabola through (k-1, k, k+1), with the best point k moved inside the fine window
+            k = np.clip(np.argmin(fobj, axis=1), 1, fine_idx.size - 2)
             r = np.arange(rows.size)
-            y0, y1, y2 = fobj[r, kk - 1], fobj[r, kk], fobj[r, kk + 1]
+            y0, y1, y2 = fobj[r, k - 1], fobj[r, k], fobj[r, k + 1]
             denom = y0 - 2 * y1 + y2
             with np.errstate(invalid="ignore", divide="ignore"):
                 shift = np.where(denom > 0, 0.5 * (y0 - y2) / denom, 0.0)
-            shift = np.clip(shift, -1.0, 1.0)
-            fine_best[rows] = grid[lo + kk] + shift * (grid[1] - grid[0])
-        hurst[start:stop] = fine_best
+            hurst[start + rows] = grid[fine_idx[k]] + np.clip(shift, -1.0, 1.0) * (
+                grid[1] - grid[0]
+            )
     hurst = np.clip(hurst, grid[0], grid[-1])
     at_boundary = (hurst <= grid[1]) | (hurst >= grid[-2])
-    stderr = 1.0 / np.sqrt(np.interp(hurst, info_grid, info))
+    stderr = 1.0 / np.sqrt(_whittle_information(hurst, n))
     return hurst, stderr, at_boundary
 
 

@@ -420,3 +420,14 @@ def test_whittle_warns_at_the_boundary():
     with pytest.warns(DegenerateSeriesWarning, match="end of"):
         est = sgn.hurst_whittle(walk)
     assert np.all(est.hurst > 0.99)
+
+
+def test_whittle_long_series_path_matches_table_path(monkeypatch):
+    """Series too long for the cached table take the chunked path; both give the same numbers."""
+    x = sgn.fgn(3000, 0.72, size=4, rng=25)
+    cached = sgn.hurst_whittle(x)
+    monkeypatch.setattr(hurst_module, "_WHITTLE_TABLE_ELEMENTS", 0)
+    monkeypatch.setattr(hurst_module, "_WHITTLE_FREQ_CHUNK", 100)
+    chunked = sgn.hurst_whittle(x)
+    np.testing.assert_allclose(chunked.hurst, cached.hurst, atol=1e-10)
+    np.testing.assert_allclose(chunked.stderr, cached.stderr, rtol=1e-8)
