@@ -73,6 +73,32 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
+def git_revision() -> str:
+    """Short commit of the repository, and whether ``sgn_memory/`` differs from it."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "sgn_memory"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{head}" + (
+        " + uncommitted changes in sgn_memory/" if dirty else " (sgn_memory/ clean)"
+    )
+
+
 def load_average() -> str:
     try:
         one, five, fifteen = os.getloadavg()
@@ -102,7 +128,7 @@ def header(title: str, *, extra: Sequence[str] = ()) -> str:
         f"- load average at start (1, 5, 15 min): {load_average()}",
         f"- python {platform.python_version()}, numpy {np.__version__}, "
         f"sgn_memory {sgn_memory.__version__} (`sgn_memory.hurst._THREADS` = "
-        f"{sgn_memory.hurst._THREADS})",
+        f"{sgn_memory.hurst._THREADS}), git {git_revision()}",
         f"- packages: {pkgs}",
         f"- thread environment: {threads}",
         *(f"- {e}" for e in extra),
