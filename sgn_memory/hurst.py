@@ -72,7 +72,11 @@ _OLS_STDERR = "OLS standard error of the log-log slope (ignores correlation betw
 # Threads for the block loop of R/S and DFA (numpy releases the GIL inside its loops).
 _THREADS = min(8, os.cpu_count() or 1)
 # Below this window size R/S takes its running max/min window-position by window-position.
-_RS_LOOP_MAX_SCALE = 64
+_RS_LOOP_MAX_SCALE = 32
+# R/S works time-major on blocks of up to 256 series of at most this many elements ...
+_RS_BLOCK_ELEMENTS = 1 << 19
+# ... unless fewer than this many series fit (long series): then series-major.
+_RS_MIN_ROWS = 32
 
 
 # ============================================================================================
@@ -395,13 +399,77 @@ def _rs_kernel(x: np.ndarray, scales: np.ndarray, ddof: int, overlap: bool = Fal
     Z_j = S_{a+j} - S_a - j * mean_w, and R = max_j Z_j - min_j Z_j, in which S_a cancels.  The
     running sums and window moments are float64; the per-window range pass runs in the input's
     precision (float32 input: relative error ~1e-6 on R, far below the estimator's spread).
+
+    Blocks of series are laid out time-major, (n, rows), so that the range of every window is a
+    reduction over a middle axis, vectorised over the series; series too long for a block of
+    ``_RS_MIN_ROWS`` rows take the series-major path.
     """
+    rows = min(256, max(1, _RS_BLOCK_ELEMENTS // x.shape[1]))
+    block = _rs_block_time_major if rows >= _RS_MIN_ROWS else _rs_block
     return _map_blocks(
-        functools.partial(_rs_block, scales=scales, ddof=ddof, overlap=overlap),
+        functools.partial(block, scales=scales, ddof=ddof, overlap=overlap),
         x,
         scales.size,
-        per_element=3.0,
+        per_element=_BLOCK_ELEMENTS / (rows * x.shape[1]),
     )
+
+
+def _rs_block_time_major(xb: np.ndarray, *, scales: np.ndarray, ddof: int, overlap: bool):
+    work = xb.dtype
+    b, n = xb.shape
+    # Running sums series-major (numpy accumulates fastest along the last axis), then the levels
+    # transposed once to time-major in the working precision.
+    xc = xb.astype(np.float64)  # a copy: the input is never modified
+    # Centre globally: R/S is invariant to a constant and the running sum stays small.
+    xc -= xc.mean(axis=1, keepdims=True)
+    csum = np.zeros((b, n + 1))
+    np.cumsum(xc, axis=1, out=csum[:, 1:])
+    np.square(xc, out=xc)
+    csq = np.zeros((b, n + 1))
+    np.cumsum(xc, axis=1, out=csq[:, 1:])
+    del xc
+    levels_all = np.ascontiguousarray(csum[:, 1:].T, dtype=work)  # (n, b)
+    out = np.empty((b, scales.size))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, s in enumerate(scales):
+            s = int(s)
+            step = max(1, s // 2) if overlap else s
+            m = (n - s) // step + 1  # windows [a, a + s) with a = 0, step, 2 step, ...
+            last = (m - 1) * step
+            sums = (csum[:, s : last + s + 1 : step] - csum[:, 0 : last + 1 : step]).T  # (m, b)
+            sumsq = (csq[:, s : last + s + 1 : step] - csq[:, 0 : last + 1 : step]).T
+            mean = sums / s
+            var = (sumsq - sums * mean) / (s - ddof)
+            if overlap:
+                levels = np.lib.stride_tricks.sliding_window_view(levels_all, s, axis=0)[::step]
+                levels = levels.transpose(0, 2, 1)  # (m, s, b)
+            else:
+                levels = levels_all[: m * s].reshape(m, s, b)
+            mean_w = mean.astype(work)
+            if s <= _RS_LOOP_MAX_SCALE:
+                # running max/min over window positions j, on cache-resident (m, b) slices
+                hi = levels[:, 0, :] - mean_w
+                lo = hi.copy()
+                z = np.empty_like(hi)
+                for j in range(1, s):
+                    np.multiply(mean_w, j + 1, out=z)
+                    np.subtract(levels[:, j, :], z, out=z)
+                    np.maximum(hi, z, out=hi)
+                    np.minimum(lo, z, out=lo)
+                range_ = np.subtract(hi, lo, dtype=np.float64)
+            else:
+                z = np.multiply(np.arange(1, s + 1, dtype=work)[None, :, None], mean_w[:, None, :])
+                np.subtract(levels, z, out=z)
+                range_ = z.max(axis=1).astype(np.float64)
+                range_ -= z.min(axis=1)
+            ratio = range_ / np.sqrt(np.maximum(var, 0.0))
+            # nolds drops windows with R == 0 (constant windows, where S == 0 too).
+            keep = range_ > 0
+            if keep.all():
+                out[:, i] = ratio.mean(axis=0)
+            else:
+                out[:, i] = np.where(keep, ratio, 0.0).sum(axis=0) / keep.sum(axis=0)
+    return out
 
 
 def _rs_block(xb: np.ndarray, *, scales: np.ndarray, ddof: int, overlap: bool) -> np.ndarray:

@@ -303,6 +303,16 @@ def test_batch_equals_loop_and_axis(name):
         assert batch.fluctuation.shape == (2, 3, batch.scales.size)
 
 
+@pytest.mark.parametrize("shape", [(1024,), (1, 1024), (3, 1024)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_is_never_modified(shape, dtype):
+    x = sgn.fgn(1024, 0.6, size=shape[:-1], rng=26).astype(dtype)
+    copy = x.copy()
+    for f in [*ESTIMATORS.values(), sgn.long_memory_test]:
+        f(x)
+        np.testing.assert_array_equal(x, copy)
+
+
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_float32_input(name):
     f = ESTIMATORS[name]
@@ -320,11 +330,14 @@ def test_threads_do_not_change_results(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_rs_overlap_and_loop_paths_agree_with_direct_formula():
-    """Both R/S range paths (short-window loop, long-window reduction) equal the direct formula."""
+@pytest.mark.parametrize("min_rows", [1, 10**9])  # time-major blocks / series-major blocks
+def test_rs_paths_agree_with_direct_formula(monkeypatch, min_rows):
+    """Every R/S path (block layout, short-window loop, long-window reduction, overlap) equals the
+    direct formula."""
+    monkeypatch.setattr(hurst_module, "_RS_MIN_ROWS", min_rows)
     x = sgn.fgn(1200, 0.6, rng=19)
     for overlap in (False, True):
-        scales = np.array([10, 64, 65, 300])
+        scales = np.array([10, 32, 33, 64, 65, 300])
         est = sgn.hurst_rs(x, scales=scales, corrected=False, overlap=overlap)
         assert est.settings["overlap"] is overlap
         for s, value in zip(scales, est.fluctuation, strict=True):
