@@ -445,7 +445,7 @@ def _rs_block_time_major(xb: np.ndarray, *, scales: np.ndarray, ddof: int, overl
                 levels = levels.transpose(0, 2, 1)  # (m, s, b)
             else:
                 levels = levels_all[: m * s].reshape(m, s, b)
-            mean_w = mean.astype(work)
+            mean_w = np.ascontiguousarray(mean, dtype=work)  # (m, b) C-order for the passes below
             if s <= _RS_LOOP_MAX_SCALE:
                 # running max/min over window positions j, on cache-resident (m, b) slices
                 hi = levels[:, 0, :] - mean_w
