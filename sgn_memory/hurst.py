@@ -333,23 +333,15 @@ def _loglog_fit(log_s: np.ndarray, log_f: np.ndarray):
     return slope, intercept, stderr
 
 
-def _blocks(n_rows: int, n: int, per_element: float = 1.0):
-    """Row ranges of at most ~_BLOCK_ELEMENTS elements each."""
-    step = max(1, int(_BLOCK_ELEMENTS / (n * per_element)))
-    for start in range(0, n_rows, step):
-        yield start, min(start + step, n_rows)
-
-
-def _map_blocks(
-    kernel: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n_out: int, per_element: float
-):
-    """Apply ``kernel`` ((rows, n) -> (rows, n_out)) to cache-sized row blocks on all cores.
+def _map_blocks(kernel: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n_out: int, rows: int):
+    """Apply ``kernel`` ((rows, n) -> (rows, n_out)) to blocks of ``rows`` series on all cores.
 
     numpy releases the GIL in its loops, so threads give a near-linear speed-up; blocks write
     disjoint rows of the output, and the result does not depend on the number of threads.
     """
     out = np.empty((x.shape[0], n_out))
-    blocks = list(_blocks(x.shape[0], x.shape[1], per_element))
+    rows = max(1, int(rows))
+    blocks = [(start, min(start + rows, x.shape[0])) for start in range(0, x.shape[0], rows)]
 
     def run(bounds):
         start, stop = bounds
@@ -405,125 +397,120 @@ def _rs_kernel(x: np.ndarray, scales: np.ndarray, ddof: int, overlap: bool = Fal
     ``_RS_MIN_ROWS`` rows take the series-major path.
     """
     rows = min(256, max(1, _RS_BLOCK_ELEMENTS // x.shape[1]))
-    block = _rs_block_time_major if rows >= _RS_MIN_ROWS else _rs_block
+    time_major = rows >= _RS_MIN_ROWS
     return _map_blocks(
-        functools.partial(block, scales=scales, ddof=ddof, overlap=overlap),
+        functools.partial(
+            _rs_block, scales=scales, ddof=ddof, overlap=overlap, time_major=time_major
+        ),
         x,
         scales.size,
-        per_element=_BLOCK_ELEMENTS / (rows * x.shape[1]),
+        rows,
     )
 
 
-def _rs_block_time_major(xb: np.ndarray, *, scales: np.ndarray, ddof: int, overlap: bool):
-    work = xb.dtype
-    b, n = xb.shape
-    # Running sums series-major (numpy accumulates fastest along the last axis), then the levels
-    # transposed once to time-major in the working precision.
-    xc = xb.astype(np.float64)  # a copy: the input is never modified
-    # Centre globally: R/S is invariant to a constant and the running sum stays small.
+def _window_range(levels: np.ndarray, mean: np.ndarray, s: int, pos_axis: int) -> np.ndarray:
+    """R of every window: max_j Z_j - min_j Z_j with Z_j = levels_j - (j + 1) * mean, j < s.
+
+    ``levels`` holds the running sums inside each window along ``pos_axis`` (1 or 2 of a 3-D
+    view); ``mean`` has the shape of ``levels`` without that axis.  Short windows take a running
+    max/min position by position on cache-resident slices; long ones one reduction.
+    """
+    if s <= _RS_LOOP_MAX_SCALE:
+        at = [slice(None)] * 3
+        at[pos_axis] = 0
+        hi = levels[tuple(at)] - mean
+        lo = hi.copy()
+        z = np.empty_like(hi)
+        for j in range(1, s):
+            at[pos_axis] = j
+            np.multiply(mean, j + 1, out=z)
+            np.subtract(levels[tuple(at)], z, out=z)
+            np.maximum(hi, z, out=hi)
+            np.minimum(lo, z, out=lo)
+        return np.subtract(hi, lo, dtype=np.float64)
+    positions = np.arange(1, s + 1, dtype=levels.dtype).reshape(
+        [-1 if k == pos_axis else 1 for k in range(3)]
+    )
+    z = np.multiply(positions, np.expand_dims(mean, pos_axis))
+    np.subtract(levels, z, out=z)
+    range_ = z.max(axis=pos_axis).astype(np.float64)
+    range_ -= z.min(axis=pos_axis)
+    return range_
+
+
+def _mean_rs(range_: np.ndarray, var: np.ndarray, window_axis: int) -> np.ndarray:
+    """Mean of R/S over windows; windows with R == 0 (constant, where S == 0 too) are left out,
+    as nolds does."""
+    ratio = range_ / np.sqrt(np.maximum(var, 0.0))
+    keep = range_ > 0
+    if keep.all():
+        return ratio.mean(axis=window_axis)
+    return np.where(keep, ratio, 0.0).sum(axis=window_axis) / keep.sum(axis=window_axis)
+
+
+def _running_sums(xb: np.ndarray):
+    """Running sums of the centred series and of its squares, float64, (b, n + 1) each.
+
+    Centring is free (R/S is invariant to a constant) and keeps the running sum small.  The input
+    is copied, never modified.
+    """
+    xc = xb.astype(np.float64)
     xc -= xc.mean(axis=1, keepdims=True)
+    b, n = xc.shape
     csum = np.zeros((b, n + 1))
     np.cumsum(xc, axis=1, out=csum[:, 1:])
     np.square(xc, out=xc)
     csq = np.zeros((b, n + 1))
     np.cumsum(xc, axis=1, out=csq[:, 1:])
-    del xc
-    levels_all = np.ascontiguousarray(csum[:, 1:].T, dtype=work)  # (n, b)
+    return csum, csq
+
+
+def _window_moments(csum, csq, s: int, step: int, ddof: int):
+    """Number of windows, and per-window mean and variance, (b, m) each."""
+    n = csum.shape[1] - 1
+    m = (n - s) // step + 1  # windows [a, a + s) with a = 0, step, 2 step, ...
+    last = (m - 1) * step
+    sums = csum[:, s : last + s + 1 : step] - csum[:, 0 : last + 1 : step]
+    sumsq = csq[:, s : last + s + 1 : step] - csq[:, 0 : last + 1 : step]
+    mean = sums / s
+    return m, mean, (sumsq - sums * mean) / (s - ddof)
+
+
+def _rs_block(xb: np.ndarray, *, scales: np.ndarray, ddof: int, overlap: bool, time_major: bool):
+    """R/S of one block of series, per scale: (b, n) -> (b, k).
+
+    Time-major (n, b) levels make every window reduction run over the series at once (fast when
+    the block holds many series); series-major (b, n) levels suit a few long series.
+    """
+    work = xb.dtype
+    b = xb.shape[0]
+    csum, csq = _running_sums(xb)
+    if time_major:
+        levels_all = np.ascontiguousarray(csum[:, 1:].T, dtype=work)  # (n, b)
+    else:
+        levels_all = csum[:, 1:].astype(work)  # (b, n)
     out = np.empty((b, scales.size))
     with np.errstate(invalid="ignore", divide="ignore"):
         for i, s in enumerate(scales):
             s = int(s)
             step = max(1, s // 2) if overlap else s
-            m = (n - s) // step + 1  # windows [a, a + s) with a = 0, step, 2 step, ...
-            last = (m - 1) * step
-            sums = (csum[:, s : last + s + 1 : step] - csum[:, 0 : last + 1 : step]).T  # (m, b)
-            sumsq = (csq[:, s : last + s + 1 : step] - csq[:, 0 : last + 1 : step]).T
-            mean = sums / s
-            var = (sumsq - sums * mean) / (s - ddof)
-            if overlap:
-                levels = np.lib.stride_tricks.sliding_window_view(levels_all, s, axis=0)[::step]
-                levels = levels.transpose(0, 2, 1)  # (m, s, b)
+            m, mean, var = _window_moments(csum, csq, s, step, ddof)
+            if time_major:
+                if overlap:
+                    levels = np.lib.stride_tricks.sliding_window_view(levels_all, s, axis=0)[::step]
+                    levels = levels.transpose(0, 2, 1)
+                else:
+                    levels = levels_all[: m * s].reshape(m, s, b)
+                range_ = _window_range(levels, np.ascontiguousarray(mean.T, dtype=work), s, 1)
+                out[:, i] = _mean_rs(range_, var.T, 0)
             else:
-                levels = levels_all[: m * s].reshape(m, s, b)
-            mean_w = np.ascontiguousarray(mean, dtype=work)  # (m, b) C-order for the passes below
-            if s <= _RS_LOOP_MAX_SCALE:
-                # running max/min over window positions j, on cache-resident (m, b) slices
-                hi = levels[:, 0, :] - mean_w
-                lo = hi.copy()
-                z = np.empty_like(hi)
-                for j in range(1, s):
-                    np.multiply(mean_w, j + 1, out=z)
-                    np.subtract(levels[:, j, :], z, out=z)
-                    np.maximum(hi, z, out=hi)
-                    np.minimum(lo, z, out=lo)
-                range_ = np.subtract(hi, lo, dtype=np.float64)
-            else:
-                z = np.multiply(np.arange(1, s + 1, dtype=work)[None, :, None], mean_w[:, None, :])
-                np.subtract(levels, z, out=z)
-                range_ = z.max(axis=1).astype(np.float64)
-                range_ -= z.min(axis=1)
-            ratio = range_ / np.sqrt(np.maximum(var, 0.0))
-            # nolds drops windows with R == 0 (constant windows, where S == 0 too).
-            keep = range_ > 0
-            if keep.all():
-                out[:, i] = ratio.mean(axis=0)
-            else:
-                out[:, i] = np.where(keep, ratio, 0.0).sum(axis=0) / keep.sum(axis=0)
-    return out
-
-
-def _rs_block(xb: np.ndarray, *, scales: np.ndarray, ddof: int, overlap: bool) -> np.ndarray:
-    work = xb.dtype
-    xb = xb.astype(np.float64)
-    # Centre globally: R/S is invariant to a constant and the running sum stays small.
-    xb -= xb.mean(axis=1, keepdims=True)
-    b, n = xb.shape
-    csum = np.zeros((b, n + 1))
-    np.cumsum(xb, axis=1, out=csum[:, 1:])
-    np.square(xb, out=xb)
-    csq = np.zeros((b, n + 1))
-    np.cumsum(xb, axis=1, out=csq[:, 1:])
-    levels_all = csum[:, 1:].astype(work)
-    out = np.empty((b, scales.size))
-    for i, s in enumerate(scales):
-        s = int(s)
-        step = max(1, s // 2) if overlap else s
-        m = (n - s) // step + 1  # windows [a, a + s) with a = 0, step, 2 step, ...
-        last = (m - 1) * step
-        sums = csum[:, s : last + s + 1 : step] - csum[:, 0 : last + 1 : step]  # (b, m)
-        sumsq = csq[:, s : last + s + 1 : step] - csq[:, 0 : last + 1 : step]
-        mean = sums / s
-        var = (sumsq - sums * mean) / (s - ddof)
-        if overlap:
-            levels = np.lib.stride_tricks.sliding_window_view(levels_all, s, axis=1)[:, ::step]
-        else:
-            levels = levels_all[:, : m * s].reshape(b, m, s)
-        mean_w = mean.astype(work)
-        if s <= _RS_LOOP_MAX_SCALE:
-            # short windows: running max/min over positions j, vectorised over all windows
-            hi = levels[:, :, 0] - mean_w
-            lo = hi.copy()
-            z = np.empty_like(hi)
-            for j in range(1, s):
-                np.multiply(mean_w, j + 1, out=z)
-                np.subtract(levels[:, :, j], z, out=z)
-                np.maximum(hi, z, out=hi)
-                np.minimum(lo, z, out=lo)
-            rng_ = (hi - lo).astype(np.float64)
-        else:
-            z = np.multiply(mean_w[:, :, None], np.arange(1, s + 1, dtype=work))
-            np.subtract(levels, z, out=z)
-            rng_ = z.max(axis=2).astype(np.float64)
-            rng_ -= z.min(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = rng_ / np.sqrt(np.maximum(var, 0.0))
-        # nolds drops windows with R == 0 (constant windows, where S == 0 too).
-        keep = rng_ > 0
-        if keep.all():
-            out[:, i] = ratio.mean(axis=1)
-        else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[:, i] = np.where(keep, ratio, 0.0).sum(axis=1) / keep.sum(axis=1)
+                if overlap:
+                    levels = np.lib.stride_tricks.sliding_window_view(levels_all, s, axis=1)[
+                        :, ::step
+                    ]
+                else:
+                    levels = levels_all[:, : m * s].reshape(b, m, s)
+                out[:, i] = _mean_rs(_window_range(levels, mean.astype(work), s, 2), var, 1)
     return out
 
 
@@ -689,7 +676,7 @@ def _dfa_kernel(x: np.ndarray, scales: np.ndarray, order: int, overlap: bool, av
         functools.partial(_dfa_block, scales=scales, order=order, overlap=overlap, average=average),
         x,
         scales.size,
-        per_element=2.0,
+        _BLOCK_ELEMENTS // (2 * x.shape[1]),
     )
 
 
@@ -1174,7 +1161,10 @@ def long_memory_test(
             f"bandwidth must be 'andrews' or an integer in [0, {n - 1}]; got {bandwidth!r}."
         )
     stat_q = _map_blocks(
-        functools.partial(_lo_block, bandwidth=bandwidth), batch.valid_rows(), 2, per_element=4.0
+        functools.partial(_lo_block, bandwidth=bandwidth),
+        batch.valid_rows(),
+        2,
+        _BLOCK_ELEMENTS // (4 * n),
     )
     stat, q = stat_q[:, 0], stat_q[:, 1]
     cdf = _bridge_range_cdf(stat)

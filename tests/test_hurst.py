@@ -322,10 +322,17 @@ def test_float32_input(name):
 
 def test_threads_do_not_change_results(monkeypatch):
     x = sgn.fgn(512, 0.6, size=300, rng=18)
+    # small blocks so that every estimator splits the batch into many blocks
     monkeypatch.setattr(hurst_module, "_BLOCK_ELEMENTS", 512 * 8)
-    many = (sgn.hurst_rs(x).hurst, sgn.hurst_dfa(x).hurst)
+    monkeypatch.setattr(hurst_module, "_RS_BLOCK_ELEMENTS", 512 * 40)
+    monkeypatch.setattr(hurst_module, "_THREADS", 2)
+
+    def run():
+        return [sgn.hurst_rs(x).hurst, sgn.hurst_dfa(x).hurst, sgn.long_memory_test(x).statistic]
+
+    many = run()
     monkeypatch.setattr(hurst_module, "_THREADS", 1)
-    one = (sgn.hurst_rs(x).hurst, sgn.hurst_dfa(x).hurst)
+    one = run()
     for a, b in zip(many, one, strict=True):
         np.testing.assert_array_equal(a, b)
 
