@@ -390,7 +390,7 @@ def _rs_kernel(x: np.ndarray, scales: np.ndarray, ddof: int, overlap: bool = Fal
     The cumulative deviations come from one running sum S of the series per block:
     Z_j = S_{a+j} - S_a - j * mean_w, and R = max_j Z_j - min_j Z_j, in which S_a cancels.  The
     running sums and window moments are float64; the per-window range pass runs in the input's
-    precision (float32 input: relative error ~1e-6 on R, far below the estimator's spread).
+    precision (float32 input: relative error < 1e-6 on R/S, tested; far below the spread).
 
     Blocks of series are laid out time-major, (n, rows), so that the range of every window is a
     reduction over a middle axis, vectorised over the series; series too long for a block of
@@ -864,7 +864,8 @@ def _whittle_information(hurst: np.ndarray, n: int) -> np.ndarray:
     """Profiled Fisher information sum_j (d_j - mean d)^2, d_j = d/dH log g_j, at each ``hurst``.
 
     It depends on H and n only: computed by central differences (step 1e-5, error ~1e-10) at
-    nodes spanning the estimates (every 0.01) and interpolated linearly (relative error < 1e-4).
+    nodes spanning the estimates (every 0.01) and interpolated linearly (relative error < 0.3%,
+    i.e. < 0.15% on the standard error; tested).
     """
     finite = hurst[np.isfinite(hurst)]
     if finite.size == 0:
