@@ -452,17 +452,18 @@ def _running_sums(xb: np.ndarray):
     """Running sums of the centred series and of its squares, float64, (b, n + 1) each.
 
     Centring is free (R/S is invariant to a constant) and keeps the running sum small.  The input
-    is copied, never modified.
+    is never modified.  Both sums live in one buffer and the squares are summed in place: fresh
+    scratch arrays cost as much as the sums themselves here (page faults).
     """
-    xc = xb.astype(np.float64)
-    xc -= xc.mean(axis=1, keepdims=True)
-    b, n = xc.shape
-    csum = np.zeros((b, n + 1))
-    np.cumsum(xc, axis=1, out=csum[:, 1:])
+    b, n = xb.shape
+    out = np.empty((2, b, n + 1))
+    out[:, :, 0] = 0.0
+    xc = out[1, :, 1:]
+    np.subtract(xb, xb.mean(axis=1, keepdims=True, dtype=np.float64), out=xc)
+    np.cumsum(xc, axis=1, out=out[0, :, 1:])
     np.square(xc, out=xc)
-    csq = np.zeros((b, n + 1))
-    np.cumsum(xc, axis=1, out=csq[:, 1:])
-    return csum, csq
+    np.cumsum(xc, axis=1, out=xc)
+    return out[0], out[1]
 
 
 def _window_moments(csum, csq, s: int, step: int, ddof: int):
