@@ -7,7 +7,9 @@ the time axis.  Degenerate series (non-finite, constant) are found here, once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,3 +96,48 @@ def as_batch(x, axis: int = -1, *, min_length: int, estimator: str) -> Batch:
             stacklevel=3,
         )
     return Batch(data=data, lead_shape=lead_shape, valid=valid)
+
+
+def map_blocks(
+    kernel: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    n_out: int,
+    rows: int,
+    *,
+    threads: int,
+) -> np.ndarray:
+    """Apply ``kernel`` ((rows, n) -> (rows, n_out)) to blocks of ``rows`` series on ``threads``.
+
+    numpy releases the GIL in its loops, so threads give a near-linear speed-up; blocks write
+    disjoint rows of the output, and the result does not depend on the number of threads.
+    """
+    out = np.empty((x.shape[0], n_out))
+    rows = max(1, int(rows))
+    blocks = [(start, min(start + rows, x.shape[0])) for start in range(0, x.shape[0], rows)]
+
+    def run(bounds):
+        start, stop = bounds
+        out[start:stop] = kernel(x[start:stop])
+
+    if len(blocks) < 4 or threads < 2:
+        for bounds in blocks:
+            run(bounds)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, blocks))
+    return out
+
+
+def array_summary(a: np.ndarray) -> str:
+    """Shape, median, range and NaN count of an array, for result reprs (never 10^5 numbers)."""
+    a = np.asarray(a, dtype=float)
+    if a.size == 1:
+        return f"{a.item():.4g}"
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        return f"shape={a.shape}, all NaN"
+    nan = f", {a.size - finite.size} NaN" if finite.size < a.size else ""
+    return (
+        f"shape={a.shape}, median={np.median(finite):.4g}, "
+        f"range=[{finite.min():.4g}, {finite.max():.4g}]{nan}"
+    )

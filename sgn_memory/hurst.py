@@ -31,7 +31,6 @@ References
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import math
 import os
@@ -45,7 +44,8 @@ import numpy as np
 import scipy.fft
 import scipy.special
 
-from ._batch import Batch, as_batch
+from ._batch import Batch, as_batch, map_blocks
+from ._batch import array_summary as _summary
 from .errors import DegenerateSeriesWarning, InsufficientDataError, SgnMemoryError
 
 __all__ = [
@@ -81,20 +81,6 @@ _RS_MIN_ROWS = 32
 
 # ============================================================================================
 # results
-
-
-def _summary(a: np.ndarray) -> str:
-    a = np.asarray(a, dtype=float)
-    if a.size == 1:
-        return f"{a.item():.4g}"
-    finite = a[np.isfinite(a)]
-    if finite.size == 0:
-        return f"shape={a.shape}, all NaN"
-    nan = f", {a.size - finite.size} NaN" if finite.size < a.size else ""
-    return (
-        f"shape={a.shape}, median={np.median(finite):.4g}, "
-        f"range=[{finite.min():.4g}, {finite.max():.4g}]{nan}"
-    )
 
 
 @dataclass(frozen=True, repr=False)
@@ -334,26 +320,8 @@ def _loglog_fit(log_s: np.ndarray, log_f: np.ndarray):
 
 
 def _map_blocks(kernel: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n_out: int, rows: int):
-    """Apply ``kernel`` ((rows, n) -> (rows, n_out)) to blocks of ``rows`` series on all cores.
-
-    numpy releases the GIL in its loops, so threads give a near-linear speed-up; blocks write
-    disjoint rows of the output, and the result does not depend on the number of threads.
-    """
-    out = np.empty((x.shape[0], n_out))
-    rows = max(1, int(rows))
-    blocks = [(start, min(start + rows, x.shape[0])) for start in range(0, x.shape[0], rows)]
-
-    def run(bounds):
-        start, stop = bounds
-        out[start:stop] = kernel(x[start:stop])
-
-    if len(blocks) < 4 or _THREADS < 2:
-        for bounds in blocks:
-            run(bounds)
-    else:
-        with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
-            list(pool.map(run, blocks))
-    return out
+    """:func:`sgn_memory._batch.map_blocks` on this module's ``_THREADS`` threads."""
+    return map_blocks(kernel, x, n_out, rows, threads=_THREADS)
 
 
 # ============================================================================================
