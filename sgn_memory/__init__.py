@@ -24,6 +24,18 @@ from .hurst import (
     rs_scales,
     shuffled_baseline,
 )
+from .tails import (
+    GaussianityResult,
+    ProjectionGaussianity,
+    StableFit,
+    StableTestResult,
+    TailIndex,
+    fit_stable,
+    gaussianity,
+    gaussianity_projections,
+    stable_test,
+    tail_index,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -31,10 +43,15 @@ __all__ = [
     "TAN2021_RS_SCALES",
     "DegenerateSeriesWarning",
     "EmbeddingWarning",
+    "GaussianityResult",
     "HurstEstimate",
     "InsufficientDataError",
+    "ProjectionGaussianity",
     "SgnMemoryError",
+    "StableFit",
+    "StableTestResult",
     "SurrogateBaseline",
+    "TailIndex",
     "TestResult",
     "__version__",
     "dfa_scales",
@@ -42,10 +59,15 @@ __all__ = [
     "fbm",
     "fgn",
     "fgn_autocovariance",
+    "fit_stable",
+    "gaussianity",
+    "gaussianity_projections",
     "hurst_dfa",
     "hurst_rs",
     "hurst_whittle",
     "long_memory_test",
     "rs_scales",
     "shuffled_baseline",
+    "stable_test",
+    "tail_index",
 ]
