@@ -197,7 +197,9 @@ def test_fit_stable_accuracy_on_independent_samples():
     """alpha RMSE <= 0.04 at n = 2000 (200 replicates per alpha; Monte-Carlo SE of an RMSE of
     0.035 is ~0.002) and scale/location recovered; scipy's sampler, not ours."""
     for alpha in (1.2, 1.5, 1.8, 2.0):
-        x = np.stack([scipy_stable(alpha, 0.0, 2000, round(100 * alpha) + 1000 * i) for i in range(200)])
+        x = np.stack(
+            [scipy_stable(alpha, 0.0, 2000, round(100 * alpha) + 1000 * i) for i in range(200)]
+        )
         x = 3.0 * x + 1.0
         fit = sgn.fit_stable(x)
         assert np.sqrt(np.mean((fit.alpha - alpha) ** 2)) <= 0.04, alpha
