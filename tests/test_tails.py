@@ -263,3 +263,21 @@ def test_tail_diagnostics_shapes_and_monotone():
     ratio_gauss = np.median(d.gaussian_survival[far] / d.survival[far])
     assert 0.5 < ratio_stable < 2 and ratio_gauss < 0.5
     assert d.qq_theoretical.shape == d.qq_sample.shape
+
+
+@pytest.mark.slow
+def test_mle_improves_the_likelihood_of_its_start():
+    """scipy's ML (S1) converted back to S0 must not have a lower likelihood than our start:
+    a wrong S0/S1 location conversion would fail this (~25 s)."""
+    x = stable_rvs(1.5, 0.3, size=150, rng=2) * 2 + 1
+
+    def nll(fit):
+        a, b, g, d = (float(v) for v in (fit.alpha, fit.beta, fit.scale, fit.loc))
+        law = st.levy_stable(a, b, loc=float(s0_to_s1_loc(a, b, g, d)), scale=g)
+        return -np.sum(law.logpdf(x))
+
+    with warnings.catch_warnings():
+        mle = sgn.fit_stable(x, method="mle")
+    start = sgn.fit_stable(x)
+    assert mle.method == "mle" and mle.alpha.shape == ()
+    assert nll(mle) <= nll(start) + 1e-6
