@@ -13,7 +13,7 @@ the fly with only the exit step and position kept (``keep="final"``).
 Rows:
 
 - ours: ``simulate_sde(..., domain=..., keep="final")``; the first call (cold) on its own,
-  then the median of 3; also with every thread pool at 1 (``sgn_memory.sde._THREADS`` and
+  then the median of 3; also with every thread pool at 1 (``sgn_memory.sde._simulate._THREADS`` and
   ``sgn_memory.fbm._THREADS``); also at H = 0.3 and 0.5; then 10^4 paths x 10^5 steps once.
 - naive: the same scheme written the obvious way, with all the noise in memory
   (``sgn.fgn(n_steps, H, size=n_paths)``, then one vectorised Euler step per time step with an
@@ -38,7 +38,7 @@ import sgn_memory as sgn
 from sgn_memory.passage import escape_times
 from sgn_memory.sde import QuarticDoubleWell, simulate_sde
 
-sde_mod = importlib.import_module("sgn_memory.sde")
+sde_mod = importlib.import_module("sgn_memory.sde._simulate")
 fbm_mod = importlib.import_module("sgn_memory.fbm")
 
 SEED = 20250101
@@ -89,8 +89,8 @@ def main() -> None:
             extra=[
                 f"model: `QuarticDoubleWell.symmetric(barrier=1, curvature=8)`, x0 = -1, sigma = "
                 f"{SIGMA}, dt = {DT}, scaling 'fbm', escape = first arrival at x = +1",
-                f"`sgn_memory.sde._THREADS` = {sde_mod._THREADS}, `sgn_memory.fbm._THREADS` = "
-                f"{fbm_mod._THREADS}; seed {SEED}",
+                f"`sgn_memory.sde._simulate._THREADS` = {sde_mod._THREADS}, "
+                f"`sgn_memory.fbm._THREADS` = {fbm_mod._THREADS}; seed {SEED}",
             ],
         )
     )

@@ -131,6 +131,8 @@ def map_blocks(
 def array_summary(a: np.ndarray) -> str:
     """Shape, median, range and NaN count of an array, for result reprs (never 10^5 numbers)."""
     a = np.asarray(a, dtype=float)
+    if a.size == 0:
+        return "empty"
     if a.size == 1:
         return f"{a.item():.4g}"
     finite = a[np.isfinite(a)]

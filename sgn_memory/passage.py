@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.special
 
+from ._batch import array_summary as _summary
 from .errors import SgnMemoryError
 from .sde import (
     DoubleWell,
@@ -58,15 +59,11 @@ from .sde import (
     Scaling,
     SdeSimulation,
     Target,
-    _hurst,
-    _inside_fn,
-    _positive,
-    _positive_int,
-    _scaling,
-    _summary,
     fbm_equivalent_sigma,
     simulate_sde,
 )
+from .sde._common import _hurst, _positive, _positive_int, _scaling
+from .sde._domains import _inside_fn
 
 __all__ = [
     "EscapeApproximation",

@@ -21,7 +21,7 @@ from sgn_memory.sde import (
     simulate_sde,
 )
 
-sde_module = importlib.import_module("sgn_memory.sde")
+sde_module = importlib.import_module("sgn_memory.sde._simulate")
 
 
 def fou_variance(hurst, curvature, sigma):
