@@ -11,14 +11,14 @@ import scipy.stats
 
 from sgn_memory.errors import SgnMemoryError
 from sgn_memory.passage import (
-    _exponential_check,
-    _td_total_hazard,
     brownian_mean_exit_time,
     escape_study,
     escape_times,
     kaplan_meier,
     mean_escape_time_approx,
 )
+from sgn_memory.passage._approx import _td_total_hazard
+from sgn_memory.passage._survival import _exponential_check
 from sgn_memory.sde import (
     CustomPotential,
     DoubleWell,
