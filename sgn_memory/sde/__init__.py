@@ -19,7 +19,7 @@ s the per-step noise standard deviation fixed by ``scaling``:
     (:func:`fbm_equivalent_sigma`), so its continuous-time limit is a *different* SDE for every
     dt.
 
-Which way H moves escape times depends on the scaling (DESIGN.md, section 4).  Measured in
+Which way H moves escape times depends on the scaling.  Measured in
 ``benchmarks/escape_study.py`` (basin exit, dU / D = 3 at H = 1/2, dt = 0.01): under "fbm"
 scaling the noise a well feels over its relaxation time 1/U'' is ~ sigma^2 (1/U'')^(2H), so
 escape from a sharp well (U'' = 4) gets *slower* as H grows (mean 9.1, 34, 84 at H = 0.2, 0.5,
