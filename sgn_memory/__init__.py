@@ -7,6 +7,8 @@ from .errors import (
     DegenerateSeriesWarning,
     EmbeddingWarning,
     InsufficientDataError,
+    InvalidStoreError,
+    SchemaVersionError,
     SgnMemoryError,
 )
 from .fbm import fbm, fgn, fgn_autocovariance
@@ -79,10 +81,12 @@ __all__ = [
     "HurstEstimate",
     "InsufficientDataError",
     "Interval",
+    "InvalidStoreError",
     "Potential",
     "ProjectionGaussianity",
     "QuadraticWell",
     "QuarticDoubleWell",
+    "SchemaVersionError",
     "SdeSimulation",
     "SgnMemoryError",
     "StableFit",

@@ -29,3 +29,11 @@ class DegenerateSeriesWarning(RuntimeWarning):
 
 class EmbeddingWarning(RuntimeWarning):
     """The circulant embedding was not non-negative definite; an exact slower method was used."""
+
+
+class InvalidStoreError(SgnMemoryError):
+    """A path that is not a NoiseStore, or a damaged one (the message says what is wrong)."""
+
+
+class SchemaVersionError(InvalidStoreError):
+    """A NoiseStore written with a schema version this release cannot read."""
