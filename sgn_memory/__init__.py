@@ -66,9 +66,27 @@ from .tails import (
 
 __version__ = "0.1.0.dev0"
 
+_TORCH_NAMES = ("NoiseCollector", "probe_checkpoint", "select_coordinates")
+_STORE_NAMES = ("NoiseStore", "CoordinateMap")
+
+
+def __getattr__(name: str):
+    """Import the collector (torch) and the store (zarr) only when first used."""
+    if name in _TORCH_NAMES:
+        from . import collect
+
+        return getattr(collect, name)
+    if name in _STORE_NAMES:
+        from . import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'sgn_memory' has no attribute {name!r}")
+
+
 __all__ = [
     "TAN2021_RS_SCALES",
     "Ball",
+    "CoordinateMap",
     "CustomPotential",
     "DegenerateSeriesWarning",
     "DoubleWell",
@@ -82,6 +100,8 @@ __all__ = [
     "InsufficientDataError",
     "Interval",
     "InvalidStoreError",
+    "NoiseCollector",
+    "NoiseStore",
     "Potential",
     "ProjectionGaussianity",
     "QuadraticWell",
@@ -115,7 +135,9 @@ __all__ = [
     "kaplan_meier",
     "long_memory_test",
     "mean_escape_time_approx",
+    "probe_checkpoint",
     "rs_scales",
+    "select_coordinates",
     "shuffled_baseline",
     "simulate_sde",
     "stable_test",
