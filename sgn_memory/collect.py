@@ -194,22 +194,35 @@ class _Gather:
             self.permutation = inverse
         self.k = len(coords)
 
-    def on_device(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        """The k values, float32, on the gradients' device, grouped by parameter."""
-        pieces = []
+    def on_device(self, grads: Sequence[torch.Tensor | None], out: torch.Tensor | None = None):
+        """The k values, float32, on the gradients' device, grouped by parameter; written into
+        ``out`` (a preallocated (k,) float32 tensor) when given: no allocation per step."""
+        if out is None:
+            out = torch.empty(self.k, dtype=torch.float32, device=self.parts[0][1].device)
+        start = 0
         for pos, idx in self.parts:
+            stop = start + idx.numel()
             g = grads[pos]
             if g is None:
-                pieces.append(torch.zeros(idx.numel(), dtype=torch.float32, device=idx.device))
+                out[start:stop].zero_()
+            elif g.dtype == torch.float32:
+                torch.index_select(g.detach().reshape(-1), 0, idx, out=out[start:stop])
             else:
-                pieces.append(g.detach().reshape(-1).index_select(0, idx).float())
-        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+                out[start:stop] = g.detach().reshape(-1).index_select(0, idx)
+            start = stop
+        return out
 
     def to_map_order(self, values: np.ndarray) -> np.ndarray:
         return values if self.permutation is None else values[self.permutation]
 
     def __call__(self, grads: Sequence[torch.Tensor | None]) -> np.ndarray:
         return self.to_map_order(self.on_device(grads).cpu().numpy())
+
+    def into_buffer(self, grads: Sequence[torch.Tensor | None]) -> np.ndarray:
+        """Like calling, but reusing one CPU buffer (valid until the next call)."""
+        if getattr(self, "_buffer", None) is None:
+            self._buffer = torch.empty(self.k, dtype=torch.float32)
+        return self.to_map_order(self.on_device(grads, out=self._buffer).numpy())
 
 
 # ============================================================================================
@@ -550,7 +563,8 @@ class NoiseCollector:
         if self.reference == "none" and self._lagged:
             self._launch_copy(grads, optimizer, loss, forwards)
             return
-        g = self._gather(grads)
+        # on the CPU the row is gathered into one reused buffer (the store copies it)
+        g = self._gather.into_buffer(grads) if not self._tensors[0].is_cuda else self._gather(grads)
         scalars = {
             "loss": loss,
             "lr": float(optimizer.param_groups[0].get("lr", float("nan"))),
