@@ -112,7 +112,7 @@ def header(title: str, *, extra: Sequence[str] = ()) -> str:
     import numpy as np
 
     import sgn_memory
-    import sgn_memory.hurst
+    import sgn_memory.hurst._common
 
     pkgs = ", ".join(f"{p} {_version(p)}" for p in (*BASE_PACKAGES, *PEER_PACKAGES))
     threads = ", ".join(
@@ -127,8 +127,8 @@ def header(title: str, *, extra: Sequence[str] = ()) -> str:
         f"{platform.system()} {platform.release()}",
         f"- load average at start (1, 5, 15 min): {load_average()}",
         f"- python {platform.python_version()}, numpy {np.__version__}, "
-        f"sgn_memory {sgn_memory.__version__} (`sgn_memory.hurst._THREADS` = "
-        f"{sgn_memory.hurst._THREADS}), git {git_revision()}",
+        f"sgn_memory {sgn_memory.__version__} (`sgn_memory.hurst._common._THREADS` = "
+        f"{sgn_memory.hurst._common._THREADS}), git {git_revision()}",
         f"- packages: {pkgs}",
         f"- thread environment: {threads}",
         *(f"- {e}" for e in extra),

@@ -8,9 +8,9 @@ Run from the repository root:
 Part 1, estimators: a batch of fGn (H = 0.7) as float32 from ``sgn.fgn``.  Ours run on the whole
 batch in one call each; the first call is timed on its own (cold: e.g. Whittle builds a per-n
 table) and the table reports the median of the next calls (warm).  Each runs once more with
-``sgn_memory.hurst._THREADS = 1`` (the block thread pool of R/S, DFA and the Lo test).  Peers
-are 1-D: they run in a Python loop on a subset of the batch (float64 copies) and are extrapolated
-linearly to the whole batch.
+``sgn_memory.hurst._common._THREADS = 1`` (the block thread pool of R/S, DFA and the Lo
+test).  Peers are 1-D: they run in a Python loop on a subset of the batch (float64 copies)
+and are extrapolated linearly to the whole batch.
 
 Part 2, fGn generation: 200 paths x 16384 at H = 0.7, ours (float64, float32) against the ``fbm``
 and ``stochastic`` packages (one path per call in a loop); ours also with
@@ -30,7 +30,7 @@ import numpy as np
 import peers
 
 import sgn_memory as sgn
-import sgn_memory.hurst as sgn_hurst
+import sgn_memory.hurst._common as sgn_hurst
 
 # ``sgn_memory.fbm`` the attribute is the function; the module holding ``_THREADS`` is this one.
 sgn_fbm = importlib.import_module("sgn_memory.fbm")
@@ -183,10 +183,11 @@ def estimators(n_series: int, n_peer: int, n_nolds_dfa: int, repeats: int) -> No
     )
     C.emit(f"- Individual warm calls: {spread}.")
     C.emit(
-        "- `_THREADS = 1` (`sgn_memory.hurst._THREADS`) limits only the thread pool over blocks "
-        "of series (used by R/S, DFA and the Lo test); numpy/OpenBLAS and scipy.fft thread pools "
-        "are unchanged (the environment variables cannot be changed after import). Whittle does "
-        "not use that pool (its FFT uses `workers=-1`), so its 1-thread row is a repeat."
+        "- `_THREADS = 1` (`sgn_memory.hurst._common._THREADS`) limits only the thread pool over "
+        "blocks of series (used by R/S, DFA and the Lo test); numpy/OpenBLAS and scipy.fft thread "
+        "pools are unchanged (the environment variables cannot be changed after import). "
+        "Whittle does not use that pool (its FFT uses `workers=-1`), so its 1-thread row is a "
+        "repeat."
     )
     C.emit(
         f"- Peers: one Python call per series on float64 copies of the first series of the same "

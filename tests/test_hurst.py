@@ -15,7 +15,11 @@ import scipy.stats
 import sgn_memory as sgn
 from sgn_memory.errors import DegenerateSeriesWarning, InsufficientDataError, SgnMemoryError
 
-hurst_module = importlib.import_module("sgn_memory.hurst")
+hurst_common = importlib.import_module("sgn_memory.hurst._common")
+hurst_rs_module = importlib.import_module("sgn_memory.hurst._rs")
+hurst_dfa_module = importlib.import_module("sgn_memory.hurst._dfa")
+hurst_whittle_module = importlib.import_module("sgn_memory.hurst._whittle")
+hurst_tests_module = importlib.import_module("sgn_memory.hurst._memory_tests")
 
 ESTIMATORS = {
     "rs": sgn.hurst_rs,
@@ -134,7 +138,7 @@ def test_whittle_spectral_shape_is_the_fgn_spectrum():
     for hurst in (0.2, 0.5, 0.75):
 
         def f(lam, h=hurst):
-            return hurst_module._fgn_spectral_shape(np.array([h]), np.array([lam]))[0, 0]
+            return hurst_whittle_module._fgn_spectral_shape(np.array([h]), np.array([lam]))[0, 0]
 
         acov = []
         for k in range(4):
@@ -161,7 +165,7 @@ def test_whittle_spectral_shape_matches_truncated_sum():
             ]
         )
         brute *= (2 * np.pi) ** d
-        ours = hurst_module._fgn_spectral_shape(np.array([hurst]), freqs)[0]
+        ours = hurst_whittle_module._fgn_spectral_shape(np.array([hurst]), freqs)[0]
         np.testing.assert_allclose(ours, brute, rtol=1e-7)
 
 
@@ -177,7 +181,7 @@ def test_whittle_stderr_is_the_observed_spread(fgn_grid):
 
 
 def test_bridge_range_law():
-    cdf, sf = hurst_module._bridge_range_cdf, hurst_module._bridge_range_sf
+    cdf, sf = hurst_tests_module._bridge_range_cdf, hurst_tests_module._bridge_range_sf
     # Lo (1991), Table II: P(V < 0.809) = 0.025, P(V < 1.862) = 0.975
     assert cdf(np.array(0.809)) == pytest.approx(0.025, abs=5e-4)
     assert cdf(np.array(1.862)) == pytest.approx(0.975, abs=5e-4)
@@ -323,15 +327,16 @@ def test_float32_input(name):
 def test_threads_do_not_change_results(monkeypatch):
     x = sgn.fgn(512, 0.6, size=300, rng=18)
     # small blocks so that every estimator splits the batch into many blocks
-    monkeypatch.setattr(hurst_module, "_BLOCK_ELEMENTS", 512 * 8)
-    monkeypatch.setattr(hurst_module, "_RS_BLOCK_ELEMENTS", 512 * 40)
-    monkeypatch.setattr(hurst_module, "_THREADS", 2)
+    monkeypatch.setattr(hurst_dfa_module, "_BLOCK_ELEMENTS", 512 * 8)
+    monkeypatch.setattr(hurst_tests_module, "_BLOCK_ELEMENTS", 512 * 8)
+    monkeypatch.setattr(hurst_rs_module, "_RS_BLOCK_ELEMENTS", 512 * 40)
+    monkeypatch.setattr(hurst_common, "_THREADS", 2)
 
     def run():
         return [sgn.hurst_rs(x).hurst, sgn.hurst_dfa(x).hurst, sgn.long_memory_test(x).statistic]
 
     many = run()
-    monkeypatch.setattr(hurst_module, "_THREADS", 1)
+    monkeypatch.setattr(hurst_common, "_THREADS", 1)
     one = run()
     for a, b in zip(many, one, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -341,7 +346,7 @@ def test_threads_do_not_change_results(monkeypatch):
 def test_rs_paths_agree_with_direct_formula(monkeypatch, min_rows):
     """Every R/S path (block layout, short-window loop, long-window reduction, overlap) equals the
     direct formula."""
-    monkeypatch.setattr(hurst_module, "_RS_MIN_ROWS", min_rows)
+    monkeypatch.setattr(hurst_rs_module, "_RS_MIN_ROWS", min_rows)
     x = sgn.fgn(1200, 0.6, rng=19)
     for overlap in (False, True):
         scales = np.array([10, 32, 33, 64, 65, 300])
@@ -446,8 +451,8 @@ def test_whittle_long_series_path_matches_table_path(monkeypatch):
     """Series too long for the cached table take the chunked path; both give the same numbers."""
     x = sgn.fgn(3000, 0.72, size=4, rng=25)
     cached = sgn.hurst_whittle(x)
-    monkeypatch.setattr(hurst_module, "_WHITTLE_TABLE_ELEMENTS", 0)
-    monkeypatch.setattr(hurst_module, "_WHITTLE_FREQ_CHUNK", 100)
+    monkeypatch.setattr(hurst_whittle_module, "_WHITTLE_TABLE_ELEMENTS", 0)
+    monkeypatch.setattr(hurst_whittle_module, "_WHITTLE_FREQ_CHUNK", 100)
     chunked = sgn.hurst_whittle(x)
     np.testing.assert_allclose(chunked.hurst, cached.hurst, atol=1e-10)
     np.testing.assert_allclose(chunked.stderr, cached.stderr, rtol=1e-8)
@@ -456,14 +461,15 @@ def test_whittle_long_series_path_matches_table_path(monkeypatch):
 def test_whittle_information_interpolation_error():
     """Fisher information interpolated between nodes 0.01 apart: < 0.3% off the exact value."""
     n = 2048
-    freqs = hurst_module._fourier_frequencies(n)
+    freqs = hurst_whittle_module._fourier_frequencies(n)
     for h in (0.105, 0.333, 0.5005, 0.777, 0.951):
         lo, hi = (
-            hurst_module._fgn_spectral_shape(np.array([h + e]), freqs)[0] for e in (-1e-5, 1e-5)
+            hurst_whittle_module._fgn_spectral_shape(np.array([h + e]), freqs)[0]
+            for e in (-1e-5, 1e-5)
         )
         d = (np.log(hi) - np.log(lo)) / 2e-5
         exact = ((d - d.mean()) ** 2).sum()
-        assert hurst_module._whittle_information(np.array([h]), n)[0] == pytest.approx(
+        assert hurst_whittle_module._whittle_information(np.array([h]), n)[0] == pytest.approx(
             exact, rel=3e-3
         )
 
@@ -472,6 +478,6 @@ def test_rs_float32_working_precision():
     """float32 input runs the range pass in float32: (R/S)_s within 1e-6 of the float64 pass."""
     x = sgn.fgn(4096, 0.7, size=16, rng=27).astype(np.float32)
     s = sgn.rs_scales(4096)
-    single = hurst_module._rs_kernel(x, s, 1)
-    double = hurst_module._rs_kernel(x.astype(np.float64), s, 1)
+    single = hurst_rs_module._rs_kernel(x, s, 1)
+    double = hurst_rs_module._rs_kernel(x.astype(np.float64), s, 1)
     np.testing.assert_allclose(single, double, rtol=1e-6)
