@@ -360,7 +360,8 @@ class NoiseCollector:
         B of the training minibatches, for B_simple.
     scaler : torch.amp.GradScaler, optional
         Its scale is recorded per step.  Steps the scaler skips (inf/NaN gradients) never reach
-        the optimizer, so they are not recorded; their count is in ``skipped_steps``.
+        the optimizer, so they never become rows (the scale column shows each backoff); the
+        ``skipped`` column is NaN: a skipped step is not observable from the optimizer's hook.
     seed : int
         Seed of the coordinate subset.
     attrs : mapping
@@ -429,7 +430,6 @@ class NoiseCollector:
         self._in_reference = False
         self.steps_seen = 0
         self.rows_written = 0
-        self.skipped_steps = 0
         self._closed = False
         self._sam = _innermost_optimizer(optimizer) is not optimizer
         # on CUDA, reference "none": copy rows to the host asynchronously (see _launch_copy)
@@ -572,7 +572,7 @@ class NoiseCollector:
             "amp_scale": float(self.scaler.get_scale())
             if self.scaler is not None
             else float("nan"),
-            "skipped": 0.0,
+            "skipped": float("nan"),
         }
         if self.reference == "none":
             noise = g
@@ -622,7 +622,7 @@ class NoiseCollector:
         event = torch.cuda.Event()
         event.record()
         lr = float(optimizer.param_groups[0].get("lr", float("nan")))
-        scalars = {"loss": loss, "lr": lr, "accumulation": float(forwards), "skipped": 0.0}
+        scalars = {"loss": loss, "lr": lr, "accumulation": float(forwards), "skipped": float("nan")}
         self._pending = (host, event, self.steps_seen, scalars, scale)
 
     def _finish_copy(self) -> None:
