@@ -333,6 +333,11 @@ def _shard(rank):
     return torch.randn(8, 10, generator=g), torch.randint(0, 2, (8,), generator=g)
 
 
+def _full_data():
+    g = torch.Generator().manual_seed(7)
+    return [(torch.randn(32, 10, generator=g), torch.randint(0, 2, (32,), generator=g))]
+
+
 def _ddp_worker(rank, root, world):
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{root}/init", rank=rank, world_size=world
@@ -340,12 +345,22 @@ def _ddp_worker(rank, root, world):
     try:
         model = torch.nn.parallel.DistributedDataParallel(_mlp())
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        collector = NoiseCollector(model, opt, f"{root}/run", coordinates="all")
+        raw = NoiseCollector(model, opt, f"{root}/run", coordinates="all")
+        exact = NoiseCollector(
+            model,
+            opt,
+            f"{root}/exact",
+            coordinates="all",
+            reference="exact",
+            reference_data=_full_data(),
+            loss_fn=LOSS,
+        )
         x, y = _shard(rank)
         opt.zero_grad()
         LOSS(model(x), y).backward()
         opt.step()
-        collector.close()
+        raw.close()
+        exact.close()
     finally:
         torch.distributed.destroy_process_group()
 
@@ -363,6 +378,16 @@ def test_ddp_rank0_records_the_all_reduced_gradient(tmp_path):
         LOSS(model(x), y).backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy())
     np.testing.assert_allclose(store.read_noise()[0], np.mean(grads, axis=0), rtol=1e-5, atol=1e-7)
+    # with an exact reference (run on rank 0 only, on the unwrapped module)
+    model.zero_grad()
+    ((xf, yf),) = _full_data()
+    LOSS(model(xf), yf).backward()
+    full = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy()
+    exact = NoiseStore.open(tmp_path / "exact")
+    np.testing.assert_allclose(
+        exact.read_noise()[0], np.mean(grads, axis=0) - full, rtol=1e-5, atol=1e-6
+    )
+    assert exact.attrs["reference_size"] == 32
 
 
 def test_compiled_model_and_amp_scaler(tmp_path):
