@@ -68,6 +68,7 @@ __version__ = "0.1.0.dev0"
 
 _TORCH_NAMES = ("NoiseCollector", "probe_checkpoint", "select_coordinates")
 _STORE_NAMES = ("NoiseStore", "CoordinateMap")
+_ANALYZE_NAMES = ("analyze", "Analysis")
 
 
 def __getattr__(name: str):
@@ -80,11 +81,17 @@ def __getattr__(name: str):
         from . import store
 
         return getattr(store, name)
+    if name in _ANALYZE_NAMES:  # pandas: imported on first use
+        import importlib
+
+        module = importlib.import_module(".analyze", __name__)
+        return getattr(module, name)
     raise AttributeError(f"module 'sgn_memory' has no attribute {name!r}")
 
 
 __all__ = [
     "TAN2021_RS_SCALES",
+    "Analysis",
     "Ball",
     "CoordinateMap",
     "CustomPotential",
@@ -117,6 +124,7 @@ __all__ = [
     "TestResult",
     "Well",
     "__version__",
+    "analyze",
     "brownian_mean_exit_time",
     "dfa_scales",
     "escape_study",

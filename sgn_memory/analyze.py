@@ -1,0 +1,458 @@
+"""From saved gradient noise to tables: the battery of sgn_memory run per series, out of core.
+
+Input: NoiseStores (directories), ``.npy``/``.npz`` arrays and CSV files, each holding
+``steps x series`` (never unpickled).  Each series goes through the Hurst estimators with a
+shuffled no-memory baseline, Lo's test, the Gaussianity battery, tail index and stable fit (and
+optionally the stable goodness-of-fit test) and its autocorrelation; the store is read in blocks
+of coordinates over the full time axis, so memory stays bounded by the block.  The result is an
+:class:`Analysis`: a per-series table and a summary per layer and overall (pandas).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from . import hurst as _hurst
+from . import tails as _tails
+from .errors import InsufficientDataError, SgnMemoryError
+
+SUMMARY_SCHEMA_VERSION = 1
+_MIN_STEPS = 128  # the default battery (DFA/R/S scales, D'Agostino) needs at least this
+_ESTIMATORS = {
+    "rs": _hurst.hurst_rs,
+    "dfa": _hurst.hurst_dfa,
+    "whittle": _hurst.hurst_whittle,
+}
+
+
+# ============================================================================================
+# inputs
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: where it came from and how to read blocks of its series.
+
+    ``layer`` and ``name`` label every series (for arrays: the column index as name, layer
+    ``"all"``).  ``read(cols)`` returns ``(n_steps, len(cols))`` float arrays.
+    """
+
+    label: str
+    kind: Literal["store", "npy", "npz", "csv", "array"]
+    n_steps: int
+    n_series: int
+    name: np.ndarray
+    layer: np.ndarray
+    _data: Any = field(repr=False)
+    scalars: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    steps: np.ndarray | None = field(default=None, repr=False)
+    attrs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def read(self, cols: np.ndarray) -> np.ndarray:
+        if self.kind == "store":
+            return np.asarray(self._data.read_noise(coords=np.asarray(cols)), dtype=np.float64)
+        return np.asarray(self._data[:, cols], dtype=np.float64)
+
+
+def _array_source(label: str, kind, array: np.ndarray) -> Source:
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise SgnMemoryError(f"{label}: holds {array.dtype} values, not numbers.")
+    if array.ndim != 2:
+        raise SgnMemoryError(
+            f"{label}: needs a 2-D array of steps x series; got shape {array.shape} "
+            "(reshape a single series to (n, 1))."
+        )
+    n, k = array.shape
+    return Source(
+        label=label,
+        kind=kind,
+        n_steps=n,
+        n_series=k,
+        name=np.array([str(j) for j in range(k)]),
+        layer=np.full(k, "all"),
+        _data=array,
+    )
+
+
+def open_source(item) -> Source:
+    """Open one input: a NoiseStore directory, a ``.npy``/``.npz``/``.csv`` file, or an array."""
+    if isinstance(item, np.ndarray):
+        return _array_source("array", "array", item)
+    from .store import NoiseStore
+
+    if isinstance(item, NoiseStore):
+        return _store_source(item, str(item.path))
+    path = Path(os.fspath(item))
+    label = str(path)
+    if not path.exists():
+        raise SgnMemoryError(f"{label}: no such file or directory.")
+    if path.is_dir():
+        return _store_source(NoiseStore.open(path), label)
+    if path.stat().st_size == 0:
+        raise SgnMemoryError(f"{label}: the file is empty.")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return _array_source(label, "npy", np.load(path, allow_pickle=False, mmap_mode="r"))
+        except ValueError as err:
+            raise SgnMemoryError(
+                f"{label}: not a plain numeric .npy array ({err}); pickled data is never loaded."
+            ) from None
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.files)
+                if len(names) != 1:
+                    raise SgnMemoryError(
+                        f"{label}: holds {len(names)} arrays ({', '.join(names[:5])}); "
+                        "save one steps x series array per .npz."
+                    )
+                array = archive[names[0]]
+        except (ValueError, zipfile.BadZipFile, OSError) as err:
+            raise SgnMemoryError(
+                f"{label}: not a readable numeric .npz archive ({err}); pickled data is never "
+                "loaded."
+            ) from None
+        return _array_source(label, "npz", array)
+    if suffix == ".csv":
+        try:
+            frame = pd.read_csv(path, header=None)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise SgnMemoryError(f"{label}: not a readable CSV file ({err}).") from None
+        header = None
+        if not all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
+            header = frame.iloc[0].astype(str).to_numpy()
+            frame = frame.iloc[1:].apply(pd.to_numeric, errors="coerce")
+        source = _array_source(label, "csv", frame.to_numpy(dtype=np.float64))
+        if header is not None:
+            source = Source(**{**source.__dict__, "name": header})
+        return source
+    raise SgnMemoryError(
+        f"{label}: unknown input; give a NoiseStore directory or a .npy, .npz or .csv file."
+    )
+
+
+def _store_source(store, label: str) -> Source:
+    coords = store.coordinates
+    return Source(
+        label=label,
+        kind="store",
+        n_steps=store.n_complete,
+        n_series=store.n_coords,
+        name=np.array(
+            [f"{p}[{i}]" for p, i in zip(coords.param_name, coords.flat_index, strict=True)]
+        ),
+        layer=np.asarray(coords.layer, dtype=str),
+        _data=store,
+        scalars={name: store.scalar(name) for name in store.scalar_names},
+        steps=store.steps,
+        attrs=dict(store.attrs),
+    )
+
+
+# ============================================================================================
+# the per-series battery
+
+
+def _acf(x: np.ndarray, lags: int) -> np.ndarray:
+    """Sample autocorrelation at lags 1..lags of each row (biased estimator, as statsmodels)."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    denom = np.einsum("ij,ij->i", xc, xc)
+    out = np.empty((x.shape[0], lags))
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant series: NaN
+        for k in range(1, lags + 1):
+            out[:, k - 1] = np.einsum("ij,ij->i", xc[:, :-k], xc[:, k:]) / denom
+    return out
+
+
+def _battery(
+    x: np.ndarray,
+    *,
+    preset: str | None,
+    rng: np.random.Generator,
+    acf_lags: int,
+    stable_test: bool,
+    n_bootstrap: int,
+) -> dict[str, np.ndarray]:
+    """All per-series statistics of a (series, steps) block, as named columns."""
+    import warnings
+
+    cols: dict[str, np.ndarray] = {}
+    shuffled = rng.permuted(x, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # degenerate series are NaN, counted later
+        for key, estimator in _ESTIMATORS.items():
+            options = {"preset": preset} if (key == "rs" and preset) else {}
+            est = estimator(x, **options)
+            cols[f"hurst_{key}"] = est.hurst
+            cols[f"hurst_{key}_shuffled"] = estimator(shuffled, **options).hurst
+            if key == "whittle":
+                cols["hurst_whittle_se"] = est.stderr
+        lo = _hurst.long_memory_test(x)
+        cols["lo_statistic"], cols["lo_pvalue"] = lo.statistic, lo.pvalue
+        g = _tails.gaussianity(x)
+        for t in g.tests:
+            cols[f"gauss_{t}_pvalue"] = g.pvalue[t]
+        cols["tail_index"] = _tails.tail_index(x).alpha
+        fit = _tails.fit_stable(x)
+        cols["stable_alpha"], cols["stable_beta"] = fit.alpha, fit.beta
+        cols["stable_scale"], cols["stable_loc"] = fit.scale, fit.loc
+        if stable_test:
+            st = _tails.stable_test(x, n_bootstrap=n_bootstrap, rng=rng)
+            cols["stable_pvalue"] = st.pvalue
+            cols["stable_alpha_drift"] = st.aggregation_drift
+    acf = _acf(x, acf_lags)
+    for k in range(acf_lags):
+        cols[f"acf_{k + 1}"] = acf[:, k]
+    cols["mean"], cols["std"] = x.mean(axis=1), x.std(axis=1, ddof=1)
+    return cols
+
+
+# ============================================================================================
+# summaries
+
+
+def _excess_ci(diff: np.ndarray) -> tuple[float, float, float]:
+    """Mean of H - baseline over series and a 95% t-interval (series treated as independent)."""
+    from scipy import stats
+
+    d = diff[np.isfinite(diff)]
+    if d.size < 2:
+        return float("nan"), float("nan"), float("nan")
+    m, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+    half = float(stats.t.ppf(0.975, d.size - 1)) * se
+    return m, m - half, m + half
+
+
+def _summarise(table: pd.DataFrame, level: float, preset: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"n_series": len(table)}
+    for key in _ESTIMATORS:
+        h, base = table[f"hurst_{key}"].to_numpy(), table[f"hurst_{key}_shuffled"].to_numpy()
+        fin = h[np.isfinite(h)]
+        out[f"hurst_{key}_median"] = float(np.median(fin)) if fin.size else float("nan")
+        out[f"hurst_{key}_iqr"] = (
+            float(np.subtract(*np.percentile(fin, [75, 25]))) if fin.size else float("nan")
+        )
+        out[f"hurst_{key}_mean"] = float(fin.mean()) if fin.size else float("nan")
+        fb = base[np.isfinite(base)]
+        out[f"hurst_{key}_baseline_mean"] = float(fb.mean()) if fb.size else float("nan")
+        m, lo, hi = _excess_ci(h - base)
+        out[f"hurst_{key}_excess"], out[f"hurst_{key}_excess_ci"] = m, [lo, hi]
+    if preset == "tan2021":
+        h = table["hurst_rs"].to_numpy()
+        kept = h[(h >= 0.01) & (h <= 0.99)]
+        out["tan2021_mean_hurst"] = float(kept.mean()) if kept.size else float("nan")
+        out["tan2021_kept"] = int(kept.size)
+    tests = [c for c in table.columns if c.endswith("_pvalue")]
+    for c in tests:
+        p = table[c].to_numpy()
+        m = int(np.isfinite(p).sum())
+        name = c.removesuffix("_pvalue")
+        out[f"{name}_rejected"] = float((p <= level).sum() / m) if m else float("nan")
+        out[f"{name}_rejected_bh"] = (
+            float(_tails.benjamini_hochberg(p, level).sum() / m) if m else float("nan")
+        )
+    for c in ("tail_index", "stable_alpha"):
+        v = table[c].to_numpy()
+        v = v[np.isfinite(v)]
+        out[f"{c}_median"] = float(np.median(v)) if v.size else float("nan")
+    out["acf_1_median"] = float(np.nanmedian(table["acf_1"])) if len(table) else float("nan")
+    return out
+
+
+# ============================================================================================
+# public
+
+
+@dataclass(frozen=True, repr=False)
+class Analysis:
+    """The battery's results for one or more inputs.
+
+    Attributes
+    ----------
+    series : pandas.DataFrame
+        One row per analysed series: ``run``, ``layer``, ``name``, ``column`` and every
+        statistic (Hurst by R/S, DFA, Whittle and their shuffled baselines, Lo's test,
+        Gaussianity p-values, tail index, stable fit, autocorrelation, mean, std).
+    summary : pandas.DataFrame
+        One row per (run, layer) and per run overall (``layer == "(all)"``): medians, IQR,
+        H minus its shuffled baseline with a 95% interval, fractions rejected raw and after
+        Benjamini-Hochberg at ``level``, tail-index and stable-alpha medians.
+    runs : pandas.DataFrame
+        The overall rows only, one per input: the comparison across runs.
+    settings : dict
+    """
+
+    series: pd.DataFrame
+    summary: pd.DataFrame
+    runs: pd.DataFrame
+    settings: dict[str, Any]
+    sources: tuple[Source, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"Analysis({len(self.runs)} run(s), {len(self.series)} series, "
+            f"columns={len(self.series.columns)})"
+        )
+
+
+def analyze(
+    inputs,
+    *,
+    preset: Literal["tan2021"] | None = None,
+    max_coords: int | None = None,
+    seed: int = 0,
+    block: int = 1024,
+    level: float = 0.05,
+    acf_lags: int = 10,
+    stable_test: bool = False,
+    n_bootstrap: int = 100,
+    progress=None,
+) -> Analysis:
+    """Run the battery on every series of one or more inputs.
+
+    Parameters
+    ----------
+    inputs : path, array, NoiseStore, or a sequence of them
+        NoiseStore directories, ``.npy``/``.npz``/``.csv`` files (steps x series) or arrays.
+        Several inputs give one summary row per run (a comparison).
+    preset : {"tan2021"}, optional
+        The seed authors' protocol for R/S (their windows, uncorrected); the summary then also
+        reports their statistic: the mean of H over series with 0.01 <= H <= 0.99.
+    max_coords : int, optional
+        Analyse a seeded random subset of at most this many series per input.
+    seed : int
+        Seeds the subset, the shuffled baselines and the bootstrap.
+    block : int
+        Series read and analysed at once (memory ~ block x steps x 8 bytes x a few).
+    level : float
+        Level of the rejection fractions (and the Benjamini-Hochberg FDR).
+    acf_lags : int
+        Autocorrelation lags stored per series.
+    stable_test : bool
+        Also run :func:`sgn_memory.stable_test` (parametric bootstrap; slow for many series).
+    n_bootstrap : int
+        Its bootstrap draws per (alpha, beta) cell.
+    progress : callable, optional
+        Called with (series done, series total) after each block.
+
+    Notes
+    -----
+    The 95% interval of H minus its baseline treats series as independent; coordinates of one
+    network are correlated, so read it as a lower bound on the uncertainty.  Series that are
+    constant or hold NaN/inf get NaN statistics and count in no fraction.
+    """
+    if isinstance(inputs, (str, os.PathLike, np.ndarray)) or not isinstance(inputs, Sequence):
+        inputs = [inputs]
+    if not inputs:
+        raise SgnMemoryError("analyze needs at least one input.")
+    if preset not in (None, "tan2021"):
+        raise SgnMemoryError(f"preset must be 'tan2021' or None; got {preset!r}.")
+    if int(block) < 1:
+        raise SgnMemoryError(f"block must be a positive integer; got {block}.")
+    sources = tuple(open_source(item) for item in inputs)
+    for s in sources:
+        if s.n_steps < _MIN_STEPS:
+            raise InsufficientDataError(
+                f"{s.label}: {s.n_steps} steps; the battery needs at least {_MIN_STEPS}."
+            )
+        if s.n_series == 0:
+            raise SgnMemoryError(f"{s.label}: holds no series.")
+    rng = np.random.default_rng(seed)
+    total = sum(min(s.n_series, max_coords or s.n_series) for s in sources)
+    done = 0
+    frames, summaries = [], []
+    labels = _run_labels(sources)
+    for run, s in zip(labels, sources, strict=True):
+        cols = np.arange(s.n_series)
+        if max_coords is not None and max_coords < s.n_series:
+            cols = np.sort(rng.choice(s.n_series, size=int(max_coords), replace=False))
+        parts = []
+        for start in range(0, cols.size, int(block)):
+            chosen = cols[start : start + int(block)]
+            x = np.ascontiguousarray(s.read(chosen).T)
+            stats = _battery(
+                x,
+                preset=preset,
+                rng=rng,
+                acf_lags=acf_lags,
+                stable_test=stable_test,
+                n_bootstrap=n_bootstrap,
+            )
+            part = pd.DataFrame(stats)
+            part.insert(0, "column", chosen)
+            part.insert(0, "name", s.name[chosen])
+            part.insert(0, "layer", s.layer[chosen])
+            part.insert(0, "run", run)
+            parts.append(part)
+            done += chosen.size
+            if progress is not None:
+                progress(done, total)
+        table = pd.concat(parts, ignore_index=True)
+        frames.append(table)
+        for layer, group in [("(all)", table), *table.groupby("layer", sort=True)]:
+            summaries.append({"run": run, "layer": layer, **_summarise(group, level, preset)})
+    series = pd.concat(frames, ignore_index=True)
+    summary = pd.DataFrame(summaries)
+    runs = summary[summary["layer"] == "(all)"].reset_index(drop=True)
+    return Analysis(
+        series=series,
+        summary=summary,
+        runs=runs,
+        settings={
+            "preset": preset,
+            "max_coords": max_coords,
+            "seed": seed,
+            "block": int(block),
+            "level": level,
+            "acf_lags": acf_lags,
+            "stable_test": stable_test,
+            "n_bootstrap": n_bootstrap,
+            "baseline": "each estimator on one time-shuffled copy of each series",
+            "schema_version": SUMMARY_SCHEMA_VERSION,
+        },
+        sources=sources,
+    )
+
+
+def _run_labels(sources: Sequence[Source]) -> list[str]:
+    labels = [Path(s.label).name or s.label for s in sources]
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab}#{seen[lab]}")
+    return out
+
+
+def iter_blocks(source: Source, block: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(columns, (series, steps) array) blocks of a source, for custom analyses."""
+    for start in range(0, source.n_series, block):
+        cols = np.arange(start, min(start + block, source.n_series))
+        yield cols, np.ascontiguousarray(source.read(cols).T)
+
+
+__all__ = ["Analysis", "Source", "analyze", "iter_blocks", "open_source"]
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """Importing this module makes ``sgn_memory.analyze`` the module (import machinery), while
+    the public name is the function (``sgn.analyze(...)``, kept lazy so that ``import sgn_memory``
+    does not import pandas): calling the module calls the function."""
+
+    def __call__(self, *args, **kwargs):
+        return analyze(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
