@@ -360,3 +360,61 @@ def test_escape_study_table():
         study.to_markdown(["nope"])
     with pytest.raises(SgnMemoryError, match="strictly between"):
         escape_study(1.2, 1.0, 1.0, 1.0)
+
+
+def test_brownian_mean_exit_time_is_exact_where_wells_differ_in_depth():
+    """Mirror images must agree (they take different boundary branches), and a triple well
+    matches an independent finite-difference solve of D T'' - U' T' = -1 (the cumulative-
+    integral form lost every digit here: it returned a negative time at D = 0.04)."""
+    import math
+
+    import scipy.linalg
+
+    for d in (0.2, 0.07, 0.05):
+        s = math.sqrt(2 * d)
+        right = DoubleWell(barrier=3.0, barrier_right=0.5)
+        left = DoubleWell(barrier=0.5, barrier_right=3.0)
+        t_right = brownian_mean_exit_time(right, right.minima[1], right.escape_domain(1), sigma=s)
+        t_left = brownian_mean_exit_time(left, left.minima[0], left.escape_domain(0), sigma=s)
+        assert t_right == pytest.approx(t_left, rel=1e-9)
+
+    def grad(x):
+        return x**5 - 5 * x**3 + 4 * x
+
+    def value(x):
+        return x**6 / 6 - 5 * x**4 / 4 + 2 * x**2
+
+    triple = CustomPotential(grad, value=value, minima=[-2, 0, 2], saddles=[-1, 1])
+    d = 0.05  # the old form was 1.4% low here (and negative at 0.04)
+    ours = brownian_mean_exit_time(triple, 0.0, Interval(-2.0, 2.0), sigma=math.sqrt(2 * d))
+
+    def finite_differences(n):
+        x = np.linspace(-2.0, 2.0, n)
+        h = x[1] - x[0]
+        drift = -grad(x[1:-1])
+        bands = np.zeros((3, n - 2))  # central differences, T = 0 at both ends
+        bands[0, 1:] = (d / h**2 + drift / (2 * h))[:-1]
+        bands[1, :] = -2 * d / h**2
+        bands[2, :-1] = (d / h**2 - drift / (2 * h))[1:]
+        return scipy.linalg.solve_banded((1, 1), bands, -np.ones(n - 2))[(n - 2) // 2]
+
+    # O(h^2) scheme: Richardson extrapolation of two grids (finer grids lose digits to
+    # conditioning at T ~ 1e8); measured agreement 1e-5
+    coarse, fine = finite_differences(8001), finite_differences(16001)
+    assert ours == pytest.approx(fine - (coarse - fine) / 3, rel=1e-4)
+
+
+def test_time_dependent_escape_probability_near_half():
+    """H just below 1/2 at a high barrier: the total hazard (closed form) is huge, so every
+    path escapes; further below 1/2 it is tiny, and so is the escape probability (the old
+    stopping rule reported 0 at H = 0.498)."""
+    import math
+
+    from sgn_memory.passage._approx import _td_total_hazard
+
+    well = DoubleWell(barrier=1.0, curvature=1.0)
+    sigma = math.sqrt(2 / 65)
+    for h in (0.498, 0.49):
+        total = _td_total_hazard(np.array([1 / (2 * math.pi)]), np.array([1.0]), h, sigma)
+        got = mean_escape_time_approx(well, hurst=h, sigma=sigma).escape_probability
+        assert got == pytest.approx(-math.expm1(-total), rel=1e-6)

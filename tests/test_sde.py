@@ -277,7 +277,7 @@ def test_exit_recording_matches_kept_paths_and_stops_them():
 
 
 def test_ball_and_callable_domains():
-    kw = dict(hurst=0.5, sigma=1.0, dt=0.01, n_steps=2000, size=200, keep="final", rng=2)
+    kw = dict(hurst=0.5, sigma=1.0, dt=0.01, n_steps=2000, size=2000, keep="final", rng=2)
     free = lambda x: np.zeros_like(x)  # noqa: E731
     a = simulate_sde(free, [0.0, 0.0], domain=Ball([0.0, 0.0], 1.0), **kw)
     b = simulate_sde(
@@ -287,9 +287,11 @@ def test_ball_and_callable_domains():
     hit = a.exit_step > 0
     assert hit.mean() > 0.99
     assert np.all(np.linalg.norm(a.exit_position[hit], axis=1) >= 1.0)
-    # Brownian motion in 2-D leaves the unit disc after E[T] = r^2 / (2 sigma^2) = 0.5
+    # Brownian motion in 2-D leaves the disc of radius r after E[T] = r^2 / (2 sigma^2); checked
+    # on the grid only, the boundary is effectively at r + 0.5826 sigma sqrt(dt) (Broadie,
+    # Glasserman & Kou 1997): 0.5600 here, against 0.5 in continuous time
     t = a.exit_time[hit]
-    assert abs(t.mean() - 0.5) < 4 * t.std() / math.sqrt(t.size) + 0.05  # + grid bias
+    assert abs(t.mean() - (1 + 0.5826 * math.sqrt(0.01)) ** 2 / 2) < 4 * t.std() / math.sqrt(t.size)
 
 
 def test_memory_stays_bounded_when_only_exits_are_kept():

@@ -52,8 +52,8 @@ class Interval:
             return x < self.high
         if math.isinf(self.high):
             return x > self.low
-        mid, half = 0.5 * (self.low + self.high), 0.5 * (self.high - self.low)
-        return np.abs(x - mid) < half
+        # two comparisons, not |x - mid| < half: that form rounds and lets x == low count as inside
+        return (x > self.low) & (x < self.high)
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,9 @@ class SdeSimulation:
     scaling : {"fbm", "per-step"}
         Which noise scaling was used (see the module docstring).
     noise_std : float
-        Per-step standard deviation of each noise component: sigma * dt**H ("fbm") or
-        sigma * sqrt(dt) ("per-step"), times the diffusion matrix if one was given.
+        The per-step scale s of the noise: sigma * dt**H ("fbm") or sigma * sqrt(dt)
+        ("per-step"); with a diffusion matrix M the step's noise is s M xi, of covariance
+        s^2 M M^T.
     sigma_fbm : float
         sigma of the continuous-time SDE this scheme discretises (:func:`fbm_equivalent_sigma`).
     x0 : numpy.ndarray
@@ -232,11 +233,12 @@ def simulate_sde(
     Accuracy: the scheme is the explicit Euler scheme with exact noise increments.  Escape
     depends on the stationary law in the well, which the scheme gets right up to 1 + O(k dt):
     for dX = -k X dt + sigma dB^H the stationary variance of the scheme exceeds
-    sigma^2 Gamma(2H+1) / (2 k^2H) by 0.3-0.5% at k dt = 0.01 and 0.6-1.4% at k dt = 0.02 for
+    sigma^2 Gamma(2H+1) / (2 k^2H) by 0.3-0.7% at k dt = 0.01 and 0.6-1.4% at k dt = 0.02 for
     H in {0.3, 0.5, 0.7} (exact lattice sums; tested).  Keep k dt well below 1 (the scheme is
     unstable for k dt >= 2).  Exits are checked at the grid times only, so a path that leaves
-    and comes back between two steps is missed (first-exit times are biased upward by
-    O(sqrt(dt)) for a boundary the path reaches diffusively).
+    and comes back between two steps is missed: first-exit times are biased upward, the
+    boundary effectively shifted outward by about one step's noise, 0.58 s (Broadie, Glasserman
+    & Kou 1997 at H = 1/2), s = sigma dt^H ("fbm") or sigma sqrt(dt) ("per-step").
 
     Examples
     --------
@@ -504,7 +506,7 @@ def _simulate_block(ctx: _Run, lo: int, hi: int, gen) -> None:
             else:
                 np.matmul(src, ctx.mixing, out=out)
             if not live.all():
-                out[:, ~live] = 0.0  # idle lanes rest at x0
+                out[:, ~live] = 0.0  # idle lanes follow the drift without noise; never read
             for j in range(tk):
                 drift(x, gbuf)
                 row = out[j]
