@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -186,8 +187,6 @@ def _battery(
     n_bootstrap: int,
 ) -> dict[str, np.ndarray]:
     """All per-series statistics of a (series, steps) block, as named columns."""
-    import warnings
-
     cols: dict[str, np.ndarray] = {}
     shuffled = rng.permuted(x, axis=1)
     with warnings.catch_warnings():
@@ -217,6 +216,38 @@ def _battery(
         cols[f"acf_{k + 1}"] = acf[:, k]
     cols["mean"], cols["std"] = x.mean(axis=1), x.std(axis=1, ddof=1)
     return cols
+
+
+def window_starts(n_steps: int, window: int | None) -> tuple[int, list[int]]:
+    """Window length and start indices of the over-training statistics.
+
+    Default (``window=None``): a quarter of the series with half-overlapping windows (7
+    windows) when the series has at least 2048 steps, none otherwise.  ``window=0`` turns them
+    off.
+    """
+    if window is None:
+        window = n_steps // 4 if n_steps >= 2048 else 0
+    window = int(window)
+    if window <= 0:
+        return 0, []
+    if window < _MIN_STEPS or window > n_steps:
+        raise SgnMemoryError(
+            f"window must lie between {_MIN_STEPS} and the series length {n_steps}; got {window}."
+        )
+    stride = max(1, window // 2)
+    return window, list(range(0, n_steps - window + 1, stride))
+
+
+def _window_stats(x: np.ndarray, window: int, starts: list[int]) -> np.ndarray:
+    """(series, windows, 2): Whittle H and Mohammadi tail index in each window."""
+    out = np.empty((x.shape[0], len(starts), 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for j, a in enumerate(starts):
+            seg = x[:, a : a + window]
+            out[:, j, 0] = _hurst.hurst_whittle(seg).hurst
+            out[:, j, 1] = _tails.tail_index(seg).alpha
+    return out
 
 
 # ============================================================================================
@@ -291,12 +322,21 @@ class Analysis:
         Benjamini-Hochberg at ``level``, tail-index and stable-alpha medians.
     runs : pandas.DataFrame
         The overall rows only, one per input: the comparison across runs.
+    over_training : pandas.DataFrame
+        Per run and window of steps (see :func:`window_starts`): median and quartiles over
+        series of the Whittle H, and the median tail index, with the window's first and last
+        step.  Empty when the series are too short or ``window=0``.
+    per_step : pandas.DataFrame
+        The per-step scalars of NoiseStore inputs (loss, lr, gradient-noise scale B_simple,
+        ...), with the run and the step.
     settings : dict
     """
 
     series: pd.DataFrame
     summary: pd.DataFrame
     runs: pd.DataFrame
+    over_training: pd.DataFrame
+    per_step: pd.DataFrame
     settings: dict[str, Any]
     sources: tuple[Source, ...] = ()
 
@@ -318,6 +358,7 @@ def analyze(
     acf_lags: int = 10,
     stable_test: bool = False,
     n_bootstrap: int = 100,
+    window: int | None = None,
     progress=None,
 ) -> Analysis:
     """Run the battery on every series of one or more inputs.
@@ -344,6 +385,9 @@ def analyze(
         Also run :func:`sgn_memory.stable_test` (parametric bootstrap; slow for many series).
     n_bootstrap : int
         Its bootstrap draws per (alpha, beta) cell.
+    window : int, optional
+        Steps per window of the over-training statistics (default: see :func:`window_starts`;
+        0: none).
     progress : callable, optional
         Called with (series done, series total) after each block.
 
@@ -372,13 +416,14 @@ def analyze(
     rng = np.random.default_rng(seed)
     total = sum(min(s.n_series, max_coords or s.n_series) for s in sources)
     done = 0
-    frames, summaries = [], []
+    frames, summaries, windows, scalar_frames = [], [], [], []
     labels = _run_labels(sources)
     for run, s in zip(labels, sources, strict=True):
         cols = np.arange(s.n_series)
         if max_coords is not None and max_coords < s.n_series:
             cols = np.sort(rng.choice(s.n_series, size=int(max_coords), replace=False))
-        parts = []
+        parts, window_parts = [], []
+        w_len, w_starts = window_starts(s.n_steps, window)
         for start in range(0, cols.size, int(block)):
             chosen = cols[start : start + int(block)]
             x = np.ascontiguousarray(s.read(chosen).T)
@@ -396,20 +441,51 @@ def analyze(
             part.insert(0, "layer", s.layer[chosen])
             part.insert(0, "run", run)
             parts.append(part)
+            if w_starts:
+                window_parts.append(_window_stats(x, w_len, w_starts))
             done += chosen.size
             if progress is not None:
                 progress(done, total)
         table = pd.concat(parts, ignore_index=True)
         frames.append(table)
+        if w_starts:
+            values = np.concatenate(window_parts, axis=0)
+            steps = s.steps if s.steps is not None else np.arange(s.n_steps)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
+                med = np.nanmedian(values, axis=0)
+                q25, q75 = np.nanpercentile(values[:, :, 0], [25, 75], axis=0)
+            windows.append(
+                pd.DataFrame(
+                    {
+                        "run": run,
+                        "start_step": steps[w_starts],
+                        "end_step": steps[[a + w_len - 1 for a in w_starts]],
+                        "hurst_whittle_median": med[:, 0],
+                        "hurst_whittle_q25": q25,
+                        "hurst_whittle_q75": q75,
+                        "tail_index_median": med[:, 1],
+                    }
+                )
+            )
+        if s.scalars:
+            scal = pd.DataFrame(
+                {"run": run, "step": s.steps, **{k: v for k, v in s.scalars.items()}}
+            )
+            scalar_frames.append(scal)
         for layer, group in [("(all)", table), *table.groupby("layer", sort=True)]:
             summaries.append({"run": run, "layer": layer, **_summarise(group, level, preset)})
     series = pd.concat(frames, ignore_index=True)
+    over_training = pd.concat(windows, ignore_index=True) if windows else pd.DataFrame()
+    per_step = pd.concat(scalar_frames, ignore_index=True) if scalar_frames else pd.DataFrame()
     summary = pd.DataFrame(summaries)
     runs = summary[summary["layer"] == "(all)"].reset_index(drop=True)
     return Analysis(
         series=series,
         summary=summary,
         runs=runs,
+        over_training=over_training,
+        per_step=per_step,
         settings={
             "preset": preset,
             "max_coords": max_coords,
@@ -419,6 +495,7 @@ def analyze(
             "acf_lags": acf_lags,
             "stable_test": stable_test,
             "n_bootstrap": n_bootstrap,
+            "window": window,
             "baseline": "each estimator on one time-shuffled copy of each series",
             "schema_version": SUMMARY_SCHEMA_VERSION,
         },
@@ -443,7 +520,7 @@ def iter_blocks(source: Source, block: int) -> Iterator[tuple[np.ndarray, np.nda
         yield cols, np.ascontiguousarray(source.read(cols).T)
 
 
-__all__ = ["Analysis", "Source", "analyze", "iter_blocks", "open_source"]
+__all__ = ["Analysis", "Source", "analyze", "iter_blocks", "open_source", "window_starts"]
 
 
 class _CallableModule(type(sys.modules[__name__])):

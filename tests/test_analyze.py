@@ -138,3 +138,30 @@ def test_public_name_is_lazy_and_callable():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["Analysis", "Analysis"]
+
+
+def test_over_training_windows_follow_a_change_of_memory(tmp_path):
+    """H = 0.3 for the first half of training and 0.8 for the second: the first window reads
+    ~0.3, the last ~0.8 (Whittle SD at n = 1024 is ~0.02; medians of 40 series)."""
+    from sgn_memory.store import CoordinateMap, NoiseStore
+
+    first = fgn_columns(0.3, 40, 8)[:2048]
+    second = fgn_columns(0.8, 40, 9)[:2048]
+    x = np.concatenate([first, second])  # 4096 steps
+    coords = CoordinateMap(
+        param_name=np.array(["w"] * 40), flat_index=np.arange(40), layer=np.array(["w"] * 40)
+    )
+    with NoiseStore.create(tmp_path / "run", coordinates=coords) as store:
+        store.append(x, step=np.arange(4096) * 10, scalars={"b_simple": np.full(4096, 7.0)})
+    a = analyze(tmp_path / "run")
+    w = a.over_training
+    assert len(w) == 7 and list(w["start_step"][:2]) == [0, 5120]
+    assert w["end_step"].iloc[-1] == 40950
+    assert abs(w["hurst_whittle_median"].iloc[0] - 0.3) < 0.03
+    assert abs(w["hurst_whittle_median"].iloc[-1] - 0.8) < 0.03
+    assert (w["hurst_whittle_q25"] <= w["hurst_whittle_q75"]).all()
+    assert list(a.per_step.columns[:2]) == ["run", "step"]
+    assert (a.per_step["b_simple"] == 7.0).all() and len(a.per_step) == 4096
+    assert analyze(tmp_path / "run", window=0).over_training.empty
+    with pytest.raises(SgnMemoryError, match="window"):
+        analyze(tmp_path / "run", window=50)

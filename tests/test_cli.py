@@ -25,7 +25,8 @@ def arrays(tmp_path):
 def test_report_folder_and_formats(arrays, capsys):
     out = arrays / "rep"
     assert cli.main([str(arrays / "a.npy"), str(arrays / "b.npy"), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["report.md", "series.csv", "summary.json"]
+    files = {p.name for p in out.iterdir()}
+    assert {"report.md", "report.html", "series.csv", "summary.json"} <= files
     summary = json.loads((out / "summary.json").read_text())  # strict JSON: NaN became null
     assert summary["schema_version"] == 1
     assert [r["run"] for r in summary["runs"]] == ["a.npy", "b.npy"]
@@ -93,3 +94,45 @@ def test_an_interrupted_report_leaves_nothing_that_looks_whole(arrays, monkeypat
         cli.main([str(arrays / "a.npy"), "--out", str(arrays / "rep")])
     assert not (arrays / "rep").exists()
     assert not list(arrays.glob(".rep*"))
+
+
+def test_html_report_embeds_every_plot_and_the_numbers(tmp_path):
+    """A store with two layers, per-step B_simple and enough steps for the windows: every plot
+    is drawn, embedded in report.html with its name, and the summary numbers appear there."""
+    from sgn_memory.store import CoordinateMap, NoiseStore
+    from sgn_memory.tails import stable_rvs
+
+    x = np.concatenate(
+        [sgn.fgn(2048, 0.7, size=10, rng=1), stable_rvs(1.7, size=(10, 2048), rng=2)]
+    ).T
+    coords = CoordinateMap(
+        param_name=np.array(["a.w"] * 10 + ["b.w"] * 10),
+        flat_index=np.r_[np.arange(10), np.arange(10)],
+        layer=np.array(["a"] * 10 + ["b"] * 10),
+    )
+    with NoiseStore.create(tmp_path / "run", coordinates=coords) as store:
+        store.append(x, step=np.arange(2048), scalars={"b_simple": np.linspace(10, 20, 2048)})
+    out = tmp_path / "rep"
+    assert cli.main([str(tmp_path / "run"), "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    plots = sorted(p.name for p in out.glob("*.png"))
+    assert plots == sorted(
+        [
+            "acf.png",
+            "b_simple.png",
+            "comparison.png",
+            "hurst_histograms.png",
+            "loglog_fits.png",
+            "over_training.png",
+            "qq_gaussian.png",
+            "tail_loglog.png",
+        ]
+    )
+    for name in plots:
+        assert f"alt='{name}'" in html
+    assert html.count("data:image/png;base64,") == len(plots)
+    summary = json.loads((out / "summary.json").read_text())
+    h = summary["runs"][0]["hurst_whittle_median"]
+    assert f"{h:.3f}" in html
+    md = (out / "report.md").read_text()
+    assert all(f"]({name})" in md for name in plots)
