@@ -136,3 +136,17 @@ def test_html_report_embeds_every_plot_and_the_numbers(tmp_path):
     assert f"{h:.3f}" in html
     md = (out / "report.md").read_text()
     assert all(f"]({name})" in md for name in plots)
+
+
+def test_shipped_example_store_opens_and_is_analysed(tmp_path):
+    """data/example_store (recorded by data/make_example_store.py from a real training run)."""
+    from pathlib import Path
+
+    from sgn_memory.store import NoiseStore
+
+    path = Path(__file__).resolve().parent.parent / "data" / "example_store"
+    store = NoiseStore.open(path)
+    assert store.n_complete == 3000 and store.n_coords == 256
+    assert store.attrs["reference"] == "exact"
+    assert np.isfinite(store.scalar("b_simple")).all()
+    assert cli.main([str(path), "--out", str(tmp_path / "rep"), "--max-coords", "32"]) == 0
