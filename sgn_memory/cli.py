@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         result.runs.to_csv(sys.stdout, index=False)
     else:
         print(format_table(result.runs))
-        print(f"\nreport: {out}/ (summary.json, series.csv, report.md)")
+        print(f"\nreport: {out}/ (report.html, report.md, summary.json, series.csv, plots)")
     return 0
 
 
