@@ -250,6 +250,38 @@ def _window_stats(x: np.ndarray, window: int, starts: list[int]) -> np.ndarray:
     return out
 
 
+def _block_job(source, chosen, block_seed, options, w_len, w_starts):
+    """The battery (and the windows) on one block of series; runs locally or on a worker."""
+    if isinstance(source, str):  # a NoiseStore path shipped to a Dask worker
+        source = open_source(source)
+    x = np.ascontiguousarray(source.read(np.asarray(chosen)).T)
+    stats = _battery(x, rng=np.random.default_rng(block_seed), **options)
+    win = _window_stats(x, w_len, w_starts) if w_starts else None
+    return stats, win
+
+
+def _remote_source(source: Source):
+    """What to ship to Dask workers: a store's path (workers reopen it), else the source."""
+    return str(source._data.path) if source.kind == "store" else source
+
+
+def _dask_client(scheduler):
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise SgnMemoryError(
+            "a scheduler was given but Dask is not installed: pip install 'dask[distributed]'."
+        ) from None
+    if hasattr(scheduler, "scheduler_address"):  # a LocalCluster or similar object
+        return Client(scheduler)
+    if isinstance(scheduler, Client):
+        return scheduler
+    try:
+        return Client(str(scheduler), timeout="10s")
+    except OSError as err:
+        raise SgnMemoryError(f"cannot reach the Dask scheduler at {scheduler}: {err}.") from None
+
+
 # ============================================================================================
 # summaries
 
@@ -359,6 +391,7 @@ def analyze(
     stable_test: bool = False,
     n_bootstrap: int = 100,
     window: int | None = None,
+    scheduler=None,
     progress=None,
 ) -> Analysis:
     """Run the battery on every series of one or more inputs.
@@ -374,7 +407,7 @@ def analyze(
     max_coords : int, optional
         Analyse a seeded random subset of at most this many series per input.
     seed : int
-        Seeds the subset, the shuffled baselines and the bootstrap.
+        Seeds the subset, the shuffled baselines and the bootstrap (one stream per block).
     block : int
         Series read and analysed at once (memory ~ block x steps x 8 bytes x a few).
     level : float
@@ -388,6 +421,10 @@ def analyze(
     window : int, optional
         Steps per window of the over-training statistics (default: see :func:`window_starts`;
         0: none).
+    scheduler : str, dask.distributed.Client or LocalCluster, optional
+        Spread the blocks over a Dask cluster (an address such as ``"tcp://host:8786"``);
+        default: in process.  Workers reopen NoiseStores by path, so the path must be visible
+        to them.  Results are identical either way (every block has its own seed).
     progress : callable, optional
         Called with (series done, series total) after each block.
 
@@ -413,39 +450,55 @@ def analyze(
             )
         if s.n_series == 0:
             raise SgnMemoryError(f"{s.label}: holds no series.")
-    rng = np.random.default_rng(seed)
     total = sum(min(s.n_series, max_coords or s.n_series) for s in sources)
     done = 0
     frames, summaries, windows, scalar_frames = [], [], [], []
     labels = _run_labels(sources)
-    for run, s in zip(labels, sources, strict=True):
+    options = dict(
+        preset=preset, acf_lags=acf_lags, stable_test=stable_test, n_bootstrap=n_bootstrap
+    )
+    client = _dask_client(scheduler) if scheduler is not None else None
+    for r, (run, s) in enumerate(zip(labels, sources, strict=True)):
         cols = np.arange(s.n_series)
         if max_coords is not None and max_coords < s.n_series:
-            cols = np.sort(rng.choice(s.n_series, size=int(max_coords), replace=False))
-        parts, window_parts = [], []
+            subset = np.random.default_rng([seed, r, 0])
+            cols = np.sort(subset.choice(s.n_series, size=int(max_coords), replace=False))
         w_len, w_starts = window_starts(s.n_steps, window)
-        for start in range(0, cols.size, int(block)):
-            chosen = cols[start : start + int(block)]
-            x = np.ascontiguousarray(s.read(chosen).T)
-            stats = _battery(
-                x,
-                preset=preset,
-                rng=rng,
-                acf_lags=acf_lags,
-                stable_test=stable_test,
-                n_bootstrap=n_bootstrap,
-            )
+        # every block has its own seed (seed, run, block): results do not depend on where or
+        # in which order the blocks run (in process or on a Dask cluster)
+        jobs = [
+            (cols[start : start + int(block)], [seed, r, 1 + start // int(block)])
+            for start in range(0, cols.size, int(block))
+        ]
+        if client is None:
+            results = []
+            for chosen, block_seed in jobs:
+                results.append(_block_job(s, chosen, block_seed, options, w_len, w_starts))
+                done += chosen.size
+                if progress is not None:
+                    progress(done, total)
+        else:
+            remote = _remote_source(s)
+            futures = [
+                client.submit(
+                    _block_job, remote, chosen, block_seed, options, w_len, w_starts, pure=False
+                )
+                for chosen, block_seed in jobs
+            ]
+            results = client.gather(futures)
+            done += cols.size
+            if progress is not None:
+                progress(done, total)
+        parts, window_parts = [], []
+        for (chosen, _), (stats, win) in zip(jobs, results, strict=True):
             part = pd.DataFrame(stats)
             part.insert(0, "column", chosen)
             part.insert(0, "name", s.name[chosen])
             part.insert(0, "layer", s.layer[chosen])
             part.insert(0, "run", run)
             parts.append(part)
-            if w_starts:
-                window_parts.append(_window_stats(x, w_len, w_starts))
-            done += chosen.size
-            if progress is not None:
-                progress(done, total)
+            if win is not None:
+                window_parts.append(win)
         table = pd.concat(parts, ignore_index=True)
         frames.append(table)
         if w_starts:
@@ -496,6 +549,9 @@ def analyze(
             "stable_test": stable_test,
             "n_bootstrap": n_bootstrap,
             "window": window,
+            "scheduler": None
+            if scheduler is None
+            else str(getattr(scheduler, "scheduler_address", scheduler)),
             "baseline": "each estimator on one time-shuffled copy of each series",
             "schema_version": SUMMARY_SCHEMA_VERSION,
         },

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=int, default=1024, help="series analysed at once")
     p.add_argument("--level", type=float, default=0.05)
     p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="spread the work over a Dask cluster (default: in process)",
+    )
+    p.add_argument(
         "--stable-test",
         action="store_true",
         help="also run the alpha-stable goodness-of-fit test (slow)",
@@ -85,6 +91,7 @@ def main(argv=None) -> int:
             block=args.block,
             level=args.level,
             stable_test=args.stable_test,
+            scheduler=args.scheduler,
             progress=_progress(),
         )
         out = write_report(result, Path(args.out), overwrite=args.overwrite)

@@ -165,3 +165,28 @@ def test_over_training_windows_follow_a_change_of_memory(tmp_path):
     assert analyze(tmp_path / "run", window=0).over_training.empty
     with pytest.raises(SgnMemoryError, match="window"):
         analyze(tmp_path / "run", window=50)
+
+
+def test_dask_local_cluster_gives_the_same_numbers(tmp_path):
+    """Blocks spread over a LocalCluster of 2 worker processes (stores reopened by path on
+    the workers) give exactly the in-process results: every block has its own seed."""
+    distributed = pytest.importorskip("dask.distributed")
+    from sgn_memory.store import CoordinateMap, NoiseStore
+
+    x = fgn_columns(0.6, 24, 10)
+    coords = CoordinateMap(
+        param_name=np.array(["w"] * 24), flat_index=np.arange(24), layer=np.array(["w"] * 24)
+    )
+    with NoiseStore.create(tmp_path / "run", coordinates=coords) as store:
+        store.append(x, step=np.arange(N))
+    np.save(tmp_path / "arr.npy", x[:, :10])
+    inputs = [tmp_path / "run", tmp_path / "arr.npy"]
+    local = analyze(inputs, block=5, max_coords=20, seed=3)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = analyze(inputs, block=5, max_coords=20, seed=3, scheduler=cluster)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(local.series, remote.series)
+    pd.testing.assert_frame_equal(local.over_training, remote.over_training)
