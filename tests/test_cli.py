@@ -150,3 +150,35 @@ def test_shipped_example_store_opens_and_is_analysed(tmp_path):
     assert store.attrs["reference"] == "exact"
     assert np.isfinite(store.scalar("b_simple")).all()
     assert cli.main([str(path), "--out", str(tmp_path / "rep"), "--max-coords", "32"]) == 0
+
+
+def test_damaged_and_foreign_stores_exit_1_with_one_line(tmp_path):
+    """A truncated chunk file, a store from a newer schema, an empty CSV."""
+    import shutil
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "data" / "example_store"
+    truncated = tmp_path / "truncated"
+    shutil.copytree(example, truncated)
+    chunk = sorted((truncated / "noise" / "c").rglob("*"))
+    chunk = next(c for c in chunk if c.is_file())
+    with open(chunk, "r+b") as f:
+        f.truncate(100)
+    newer = tmp_path / "newer"
+    shutil.copytree(example, newer)
+    meta = json.loads((newer / "zarr.json").read_text())
+    meta["attributes"]["schema_version"] = 99
+    (newer / "zarr.json").write_text(json.dumps(meta))
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "blank.csv").write_text("\n\n")
+    for path, words in (
+        (truncated, "damaged"),
+        (newer, "schema"),
+        (tmp_path / "empty.csv", "empty"),
+        (tmp_path / "blank.csv", "CSV"),
+    ):
+        res = run(path, "--out", tmp_path / "r")
+        assert res.returncode == 1, (path, res.stderr)
+        assert words in res.stderr and "Traceback" not in res.stderr, (path, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

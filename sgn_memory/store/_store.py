@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -471,7 +472,21 @@ class NoiseStore:
         """
         row_sel = _selection(rows, self.n_complete, "rows")
         coord_sel = _selection(coords, self.n_coords, "coords")
-        return np.asarray(self._noise.oindex[row_sel, coord_sel], dtype=np.float32)
+        with self._damaged_chunks():
+            return np.asarray(self._noise.oindex[row_sel, coord_sel], dtype=np.float32)
+
+    @contextlib.contextmanager
+    def _damaged_chunks(self):
+        """A chunk file that no longer decodes (truncated, overwritten) is a damaged store."""
+        try:
+            yield
+        except SgnMemoryError:
+            raise
+        except (ValueError, OSError, TypeError) as err:
+            raise InvalidStoreError(
+                f"{self.path}: a noise chunk cannot be read ({type(err).__name__}: {err}); the "
+                "store is damaged (a truncated or overwritten chunk file)."
+            ) from err
 
     def iter_coord_blocks(self, block: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(coords, noise)`` for consecutive coordinate blocks over the full time axis.
@@ -495,7 +510,9 @@ class NoiseStore:
         n = self.n_complete  # fixed for the whole pass, so that every block has the same rows
         for start in range(0, self.n_coords, int(width)):
             cols = slice(start, min(start + int(width), self.n_coords))
-            yield cols, np.asarray(self._noise[:n, cols], dtype=np.float32)
+            with self._damaged_chunks():
+                block_values = np.asarray(self._noise[:n, cols], dtype=np.float32)
+            yield cols, block_values
 
     def __repr__(self) -> str:
         mode = "r" if self.read_only else "w"
