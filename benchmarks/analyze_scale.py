@@ -8,8 +8,8 @@ Run from the repository root:
 Writes a NoiseStore of ``steps x coordinates`` fGn (H = 0.6, float32) in a temporary folder,
 then runs ``analyze`` on it (default battery: R/S, DFA, Whittle with shuffled baselines, Lo,
 five Gaussianity tests, tail index, stable fit, ACF, windows over training) in a child process
-whose peak resident memory (``ru_maxrss``) is reported, for a quarter, a half and all of the
-coordinates (how time scales with them), and for half the steps.
+whose own peak resident memory (``VmHWM`` of /proc/self/status) is reported, for a quarter,
+a half and all of the coordinates (how time scales with them), and for half the steps.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ import sgn_memory as sgn
 from sgn_memory.store import CoordinateMap, NoiseStore
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 import sgn_memory as sgn
 t = time.perf_counter()
 a = sgn.analyze(sys.argv[1], max_coords=int(sys.argv[2]), seed=0)
 elapsed = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak (ru_maxrss would include the parent's RSS at fork)
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 h = float(a.runs.loc[0, "hurst_whittle_median"])
 print(json.dumps({"seconds": elapsed, "rss_mib": rss, "series": len(a.series), "h": h}))
 """

@@ -250,6 +250,17 @@ def _window_stats(x: np.ndarray, window: int, starts: list[int]) -> np.ndarray:
     return out
 
 
+def _blocks(source: Source, cols: np.ndarray, block: int) -> list[np.ndarray]:
+    """Blocks of at most ``block`` of the (sorted) columns.  For a store they never cross a
+    noise chunk boundary, so a random subset still reads every chunk once, not once per block."""
+    if source.kind == "store":
+        width = int(source._data.chunk_shape[1])
+        groups = np.split(cols, np.flatnonzero(np.diff(cols // width)) + 1)
+    else:
+        groups = [cols]
+    return [g[i : i + block] for g in groups if g.size for i in range(0, g.size, block)]
+
+
 def _block_job(source, chosen, block_seed, options, w_len, w_starts):
     """The battery (and the windows) on one block of series; runs locally or on a worker."""
     if isinstance(source, str):  # a NoiseStore path shipped to a Dask worker
@@ -467,8 +478,7 @@ def analyze(
         # every block has its own seed (seed, run, block): results do not depend on where or
         # in which order the blocks run (in process or on a Dask cluster)
         jobs = [
-            (cols[start : start + int(block)], [seed, r, 1 + start // int(block)])
-            for start in range(0, cols.size, int(block))
+            (chosen, [seed, r, 1 + j]) for j, chosen in enumerate(_blocks(s, cols, int(block)))
         ]
         if client is None:
             results = []
