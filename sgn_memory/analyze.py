@@ -477,9 +477,7 @@ def analyze(
         w_len, w_starts = window_starts(s.n_steps, window)
         # every block has its own seed (seed, run, block): results do not depend on where or
         # in which order the blocks run (in process or on a Dask cluster)
-        jobs = [
-            (chosen, [seed, r, 1 + j]) for j, chosen in enumerate(_blocks(s, cols, int(block)))
-        ]
+        jobs = [(chosen, [seed, r, 1 + j]) for j, chosen in enumerate(_blocks(s, cols, int(block)))]
         if client is None:
             results = []
             for chosen, block_seed in jobs:
