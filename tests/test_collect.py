@@ -361,6 +361,9 @@ def _ddp_worker(rank, root, world):
         opt.step()
         raw.close()
         exact.close()
+        # rank 0 is still writing its store; tearing gloo down on one rank while the other is
+        # busy aborts the process ("terminate called without an active exception")
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
