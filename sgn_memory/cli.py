@@ -78,6 +78,11 @@ def main(argv=None) -> int:
     if not 0 < args.level < 1:
         print("sgn-analyze: --level must lie strictly between 0 and 1.", file=sys.stderr)
         return 2
+    import logging
+
+    # zarr reads chunks in asyncio tasks; when one fails the others' errors would be logged
+    # at exit as "Task exception was never retrieved": the one-line message below says it all
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     from .analyze import analyze
     from .errors import SgnMemoryError
     from .report import format_table, summary_dict, write_report
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
         )
         out = write_report(result, Path(args.out), overwrite=args.overwrite)
     except SgnMemoryError as err:
-        print(f"sgn-analyze: {err}", file=sys.stderr)
+        print("sgn-analyze: " + " ".join(str(err).split()), file=sys.stderr)  # always one line
         return 1
     if args.format == "json":
         print(json.dumps(summary_dict(result), indent=2, allow_nan=False))

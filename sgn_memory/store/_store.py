@@ -483,9 +483,10 @@ class NoiseStore:
         except SgnMemoryError:
             raise
         except (ValueError, OSError, TypeError) as err:
+            detail = (str(err).strip().splitlines() or [""])[0][:160]  # one line, bounded
             raise InvalidStoreError(
-                f"{self.path}: a noise chunk cannot be read ({type(err).__name__}: {err}); the "
-                "store is damaged (a truncated or overwritten chunk file)."
+                f"{self.path}: a noise chunk cannot be read ({type(err).__name__}: {detail}); "
+                "the store is damaged (a truncated or overwritten chunk file)."
             ) from err
 
     def iter_coord_blocks(self, block: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
