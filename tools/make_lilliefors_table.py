@@ -7,7 +7,7 @@ The Lilliefors statistic D (Kolmogorov-Smirnov distance after standardising with
 and the ddof=1 standard deviation) has a null law that depends on n only.  For every n of a grid
 we draw i.i.d. N(0, 1) samples (seeded), compute D exactly as :func:`gaussianity` does and store
 upper-tail quantiles of sqrt(n) D.  statsmodels' table (a log-quadratic fit across n) rejects only
-3.5-4% at the 5% level for n = 500-1500 (measured with this module's simulation); this table is
+3.5-4.6% at the 5% level for n = 300-1500 (benchmarks/tails.py, lilliefors_size); this table is
 used instead.
 """
 

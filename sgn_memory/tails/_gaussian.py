@@ -503,7 +503,8 @@ def gaussianity(
       (it rejects less than ``level`` below n of a few hundred); prefer the others there.
     - Lilliefors p-values are interpolated in a simulated table between tail probabilities
       0.999 and 0.001 (Dallal-Wilkinson's approximation below 0.001).  statsmodels' table
-      rejects only 3.5-4% at the 5% level for n = 500-1500; ours holds the level (tested).
+      rejects only 3.5-4.6% at the 5% level for n = 300-1500 (``benchmarks/tails.py``); ours
+      holds the level (tested).
     - Anderson-Darling p-values are 0 above A*^2 = 13 (true p < 5e-31).
 
     Every test assumes *independent* observations.  Gradient noise with memory (H != 1/2)
