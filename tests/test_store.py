@@ -144,6 +144,30 @@ def test_round_trip_is_exact(tmp_path):
     assert store._noise.shape == (n, k) and store._steps.shape == (n,)
 
 
+def test_the_collectors_direct_row_path_equals_append(tmp_path):
+    """``_append_row_into`` (the collector fills the buffered row in place) writes exactly what
+    ``append`` writes, across block hand-offs, and leaves unnamed scalars NaN."""
+    k, n = 29, 45
+    paths = tmp_path / "append", tmp_path / "direct"
+    with NoiseStore.create(paths[0], coordinates=make_coords(k), chunk_rows=8) as store:
+        for t in range(n):
+            store.append(row(t, k), step=3 * t, scalars={"loss": float(t), "lr": 0.5})
+    with NoiseStore.create(paths[1], coordinates=make_coords(k), chunk_rows=8) as store:
+        for t in range(n):
+
+            def fill(out, t=t):
+                out[:] = row(t, k)
+
+            store._append_row_into(fill, 3 * t, {"loss": float(t), "lr": 0.5})
+    a, b = (NoiseStore.open(p) for p in paths)
+    assert a.n_complete == b.n_complete == n
+    np.testing.assert_array_equal(a.read_noise(), b.read_noise())
+    np.testing.assert_array_equal(a.steps, b.steps)
+    for name in DEFAULT_SCALARS:
+        np.testing.assert_array_equal(a.scalar(name), b.scalar(name))
+    assert np.isnan(b.scalar("grad_norm_sq")).all()
+
+
 def test_on_disk_format(small_store):
     group = zarr.open_group(small_store, mode="r")
     assert group.metadata.zarr_format == 3

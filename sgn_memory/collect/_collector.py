@@ -128,6 +128,8 @@ class NoiseCollector:
         self._sam = _innermost_optimizer(optimizer) is not optimizer
         # on CUDA, reference "none": copy rows to the host asynchronously (see _launch_copy)
         self._lagged = self._tensors[0].is_cuda and reference == "none"
+        # CPU rows in the map's order are gathered straight into the store's buffer
+        self._direct = not self._tensors[0].is_cuda and self._gather.permutation is None
         self._pending = None
         self._flip = 0
         self._pinned = (
@@ -257,8 +259,6 @@ class NoiseCollector:
         if self.reference == "none" and self._lagged:
             self._launch_copy(grads, optimizer, loss, forwards)
             return
-        # on the CPU the row is gathered into one reused buffer (the store copies it)
-        g = self._gather.into_buffer(grads) if not self._tensors[0].is_cuda else self._gather(grads)
         scalars = {
             "loss": loss,
             "lr": float(optimizer.param_groups[0].get("lr", float("nan"))),
@@ -269,7 +269,7 @@ class NoiseCollector:
             "skipped": float("nan"),
         }
         if self.reference == "none":
-            noise = g
+            pass
         elif self._sam and self._forward_weights is not None:
             # evaluate the reference at the weights of the last forward pass, then put w back
             with torch.no_grad():
@@ -286,7 +286,6 @@ class NoiseCollector:
             ref, ref_loss, ref_size = self._reference()
         if self.reference != "none":
             scalars["ref_loss"] = ref_loss
-            noise = g - self._gather(ref)
             grad_sq = _sq_norm(ref)
             noise_sq = _sq_norm(grads, ref)
             scalars.update(grad_norm_sq=grad_sq, noise_norm_sq=noise_sq)
@@ -296,7 +295,20 @@ class NoiseCollector:
                 )
             if self.rows_written == 0:
                 self.store.update_attrs(reference_size=int(ref_size))
-        self.store.append(noise, step=self.steps_seen, scalars=scalars)
+        if self._direct:
+            # gathered straight into the store's buffered block: one copy of the k values
+            def fill(row: np.ndarray) -> None:
+                out = torch.from_numpy(row)
+                self._gather.on_device(grads, out=out)
+                if self.reference != "none":
+                    out -= self._gather.on_device(ref)
+
+            self.store._append_row_into(fill, self.steps_seen, scalars)
+        else:
+            noise = self._gather(grads)
+            if self.reference != "none":
+                noise = noise - self._gather(ref)
+            self.store.append(noise, step=self.steps_seen, scalars=scalars)
         self.rows_written += 1
 
     # ------------------------------------------------------------- GPU: no stall

@@ -160,9 +160,3 @@ class _Gather:
 
     def __call__(self, grads: Sequence[torch.Tensor | None]) -> np.ndarray:
         return self.to_map_order(self.on_device(grads).cpu().numpy())
-
-    def into_buffer(self, grads: Sequence[torch.Tensor | None]) -> np.ndarray:
-        """Like calling, but reusing one CPU buffer (valid until the next call)."""
-        if getattr(self, "_buffer", None) is None:
-            self._buffer = torch.empty(self.k, dtype=torch.float32)
-        return self.to_map_order(self.on_device(grads, out=self._buffer).numpy())

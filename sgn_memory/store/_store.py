@@ -384,6 +384,28 @@ class NoiseStore:
         ):
             writer.hand_off()
 
+    def _append_row_into(self, fill, step: int, scalars: Mapping[str, float]) -> None:
+        """The collector's fast path: ``fill(row)`` writes the k float32 values of one row
+        straight into the buffered block (no intermediate copy, no validation: the caller is
+        ours and passes a known step and known scalar names)."""
+        writer = self._writer_or_raise()
+        writer.raise_error()
+        block = writer.block
+        i = block.n
+        fill(block.noise[i])
+        block.steps[i] = step
+        index = self._scalar_index
+        for name, value in scalars.items():
+            block.scalars[index[name], i] = value
+        block.n = i + 1
+        if block.n == writer.capacity():
+            writer.hand_off()
+        elif (
+            writer.flush_interval is not None
+            and time.monotonic() - writer.last_handoff > writer.flush_interval
+        ):
+            writer.hand_off()
+
     def flush(self) -> None:
         """Write every row appended so far and wait until ``n_complete`` counts them."""
         self._writer_or_raise().flush()
