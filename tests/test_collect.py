@@ -73,6 +73,27 @@ class TwoPassSAM:
         self.base_optimizer.zero_grad()
 
 
+class TwoPassStableSAM(TwoPassSAM):
+    """Minimal StableSAM (Tan et al. 2024): as SAM, but the perturbed-point gradient is rescaled
+    to the norm of the gradient at w before the base step; the factor is exposed as
+    ``gradient_scale`` (the collector then records the noise of the unscaled g_s)."""
+
+    @torch.no_grad()
+    def first_step(self):
+        self._norm = torch.sqrt(sum((p.grad**2).sum() for p in self.params))
+        super().first_step()
+
+    @torch.no_grad()
+    def second_step(self):
+        for p, e in zip(self.params, self._e, strict=True):
+            p.sub_(e)
+        surrogate = torch.sqrt(sum((p.grad**2).sum() for p in self.params))
+        self.gradient_scale = self._norm / surrogate
+        for p in self.params:
+            p.grad.mul_(self.gradient_scale)
+        self.base_optimizer.step()
+
+
 def train(model, optimizer, steps, *, collector_args=None, store=None, sam=False, seed=5):
     """The user's loop; returns the collector (or None)."""
     x, y = data()
@@ -159,7 +180,7 @@ def fresh_copy(model):
 
 
 @torch.enable_grad()
-def brute_force_noise(model, coords, x, y, shift=None):
+def brute_force_noise(model, coords, x, y, shift=None, grad_scale=1.0):
     """g (current .grad) minus the full gradient of a fresh copy (at w + shift), at the
     recorded coordinates."""
     clone = fresh_copy(model)
@@ -177,13 +198,15 @@ def brute_force_noise(model, coords, x, y, shift=None):
     current = dict(model.named_parameters())
     out = []
     for n, i in zip(coords.param_name, coords.flat_index, strict=True):
-        out.append(float(current[n].grad.reshape(-1)[i] - total[n].reshape(-1)[i] / len(y)))
+        g = current[n].grad.reshape(-1)[i] / grad_scale
+        out.append(float(g - total[n].reshape(-1)[i] / len(y)))
     return np.array(out, dtype=np.float64)
 
 
-@pytest.mark.parametrize("optim", ["sgd", "adam", "sam"])
+@pytest.mark.parametrize("optim", ["sgd", "adam", "sam", "stablesam"])
 def test_recorded_noise_equals_brute_force(tmp_path, optim):
-    """u_t = g_B(w_t) - grad L(w_t) recomputed independently at every step (float32)."""
+    """u_t = g_B(w_t) - grad L(w_t) recomputed independently at every step (float32); under
+    StableSAM the noise of the unscaled perturbed-point gradient, with gamma stored."""
     x, y = data()
     model = cnn(dropout=0.0)
     if optim == "sgd":
@@ -191,27 +214,36 @@ def test_recorded_noise_equals_brute_force(tmp_path, optim):
     elif optim == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=0.01)
     else:
-        opt = TwoPassSAM(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.05))
-    expected = []
-    base = opt.base_optimizer if optim == "sam" else opt
+        two_pass = TwoPassSAM if optim == "sam" else TwoPassStableSAM
+        opt = two_pass(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.05))
+    sam = optim in ("sam", "stablesam")
+    expected, scales = [], []
+    base = opt.base_optimizer if sam else opt
 
     def check(optimizer, args, kwargs):  # runs before the collector's hook, same state
         # under SAM the gradient was taken at w + e (e is known here); SAM has restored w
-        shift = opt._e if optim == "sam" else None
-        expected.append(brute_force_noise(model, coords, x, y, shift))
+        shift = opt._e if sam else None
+        scale = float(opt.gradient_scale) if optim == "stablesam" else 1.0
+        scales.append(scale)
+        expected.append(brute_force_noise(model, coords, x, y, shift, scale))
 
     coords = select_coordinates(model, 60, seed=1)
     handle = base.register_step_pre_hook(check)
     args = dict(
         coordinates=60, reference="exact", reference_data=full_batches(x, y), loss_fn=LOSS, seed=1
     )
-    train(model, opt, 8, collector_args=args, store=tmp_path / "run", sam=optim == "sam")
+    train(model, opt, 8, collector_args=args, store=tmp_path / "run", sam=sam)
     handle.remove()
     store = NoiseStore.open(tmp_path / "run")
     recorded = store.read_noise()
     assert recorded.shape == (8, 60)
     np.testing.assert_allclose(recorded, np.array(expected), rtol=1e-4, atol=2e-6)
     assert store.attrs["base_optimizer"] == type(base).__name__
+    if optim == "stablesam":
+        assert min(abs(np.log(scales))) > 5e-3, scales  # gamma != 1: the test has teeth
+        np.testing.assert_allclose(store.scalar("gradient_scale"), scales, rtol=1e-6)
+    elif optim == "sam":
+        assert np.isnan(store.scalar("gradient_scale")).all()
 
 
 def test_hooks_are_removed_on_exit_even_on_error(tmp_path):

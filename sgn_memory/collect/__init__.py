@@ -42,7 +42,11 @@ are bitwise identical to a run without it (tested).
 
 SAM-type optimizers (objects with ``first_step``, ``second_step`` and ``base_optimizer``): the hook
 goes on the innermost base optimizer, so the recorded gradient is the one taken at the perturbed
-point w + e(w), and the reference is taken at that same point.
+point w + e(w), and the reference is taken at that same point.  A SAM-type optimizer that rescales
+the perturbed-point gradient before the base step (StableSAM: g_s <- gamma g_s) may expose the
+factor as ``optimizer.gradient_scale``; the collector then records the noise of g_s itself,
+u = g_s - grad L(w + e) (gamma is random, so gamma g_s - grad L(w + e) would carry a term
+(gamma - 1) grad L that is not noise), and stores gamma as the per-step scalar ``gradient_scale``.
 """
 
 from ._collector import NoiseCollector, Reference

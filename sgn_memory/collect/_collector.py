@@ -142,6 +142,7 @@ class NoiseCollector:
         if self.rank != 0:
             return
         self.store = self._open_store(store, attrs, overwrite, seed, coordinates)
+        self._scalar_names = frozenset(self.store.scalar_names)  # others are not recorded
         target = _innermost_optimizer(optimizer)
         self._handles.append(target.register_step_pre_hook(self._pre_step))
         self._handles.append(self.module.register_forward_pre_hook(self._count_forward))
@@ -170,7 +171,7 @@ class NoiseCollector:
             return NoiseStore.create(
                 store,
                 coordinates=self.coordinates,
-                scalars=(*DEFAULT_SCALARS, "ref_loss"),
+                scalars=(*DEFAULT_SCALARS, "ref_loss", *(("gradient_scale",) if self._sam else ())),
                 protocol="trajectory",
                 attrs=meta,
                 overwrite=overwrite,
@@ -256,8 +257,13 @@ class NoiseCollector:
         if (self.steps_seen - 1) % self.every:
             return
         grads = [p.grad for p in self._tensors]
+        scale = getattr(self.optimizer, "gradient_scale", None) if self._sam else None
+        if scale is not None:
+            # StableSAM-type: the base step uses gamma * g_s; record the noise of g_s itself
+            scale = float(scale)
+            grads = [None if g is None else g / scale for g in grads]
         if self.reference == "none" and self._lagged:
-            self._launch_copy(grads, optimizer, loss, forwards)
+            self._launch_copy(grads, optimizer, loss, forwards, scale)
             return
         scalars = {
             "loss": loss,
@@ -268,6 +274,8 @@ class NoiseCollector:
             else float("nan"),
             "skipped": float("nan"),
         }
+        if scale is not None:
+            scalars["gradient_scale"] = scale
         if self.reference == "none":
             pass
         elif self._sam and self._forward_weights is not None:
@@ -295,6 +303,7 @@ class NoiseCollector:
                 )
             if self.rows_written == 0:
                 self.store.update_attrs(reference_size=int(ref_size))
+        scalars = {name: v for name, v in scalars.items() if name in self._scalar_names}
         if self._direct:
             # gathered straight into the store's buffered block: one copy of the k values
             def fill(row: np.ndarray) -> None:
@@ -312,7 +321,7 @@ class NoiseCollector:
         self.rows_written += 1
 
     # ------------------------------------------------------------- GPU: no stall
-    def _launch_copy(self, grads, optimizer, loss, forwards) -> None:
+    def _launch_copy(self, grads, optimizer, loss, forwards, gradient_scale) -> None:
         """Gather on the device and start an asynchronous copy into pinned host memory; the
         row is handed to the store at the next recorded step (or at close), when the copy has
         long finished, so the training step never waits for the device."""
@@ -329,6 +338,9 @@ class NoiseCollector:
         event.record()
         lr = float(optimizer.param_groups[0].get("lr", float("nan")))
         scalars = {"loss": loss, "lr": lr, "accumulation": float(forwards), "skipped": float("nan")}
+        if gradient_scale is not None:
+            scalars["gradient_scale"] = gradient_scale
+        scalars = {name: v for name, v in scalars.items() if name in self._scalar_names}
         self._pending = (host, event, self.steps_seen, scalars, scale)
 
     def _finish_copy(self) -> None:
