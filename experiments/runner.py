@@ -1,0 +1,399 @@
+"""One run of an experiment, and a resumable sweep over many.
+
+A run trains a model with the :class:`~sgn_memory.collect.NoiseCollector` attached (the
+*trajectory* store), saves the weights at the ``probe_at`` steps and afterwards runs the
+frozen-checkpoint protocol on each (:func:`~sgn_memory.collect.probe_checkpoint`, one store per
+checkpoint), measures the sharpness (top Hessian eigenvalue) of the final weights and of every
+probed checkpoint, evaluates the model, analyses every store with :func:`sgn_memory.analyze`
+(report folder per run) and writes ``result.json`` last.  A sweep skips runs whose
+``result.json`` carries the same settings hash and redoes every other (a killed run is redone
+from scratch: its folder is removed first).
+
+Folder of a sweep::
+
+    OUT/sweep.json                        the configuration as run (settings of every run)
+    OUT/runs/<group>/<run-id>/            trajectory/  probe-step001500/  report/  result.json
+    OUT/results.csv  results.md  plots/   the tables across runs (see :mod:`experiments.tables`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config, RunSpec
+from .data import DataSpec, full_batches, load_dataset, minibatches
+from .models import build_model, count_parameters
+from .optim import make_optimizer, training_step
+from .sharpness import top_hessian_eigenvalue
+
+RESULT = "result.json"
+FAILED = "failed.json"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``"auto"``: the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Shuffled:
+    """Re-iterable minibatches: each ``iter()`` is a new epoch from one seeded generator (the
+    probe cycles through its loader; batches of exactly ``batch_size``)."""
+
+    def __init__(self, spec: DataSpec, batch_size: int, seed: int):
+        self.spec, self.batch_size = spec, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return minibatches(self.spec, self.batch_size, generator=self.generator)
+
+
+def _to(spec: DataSpec, device: torch.device) -> DataSpec:
+    if device.type == "cpu":
+        return spec
+    return dataclasses.replace(
+        spec,
+        x_train=spec.x_train.to(device),
+        y_train=spec.y_train.to(device),
+        x_test=spec.x_test.to(device),
+        y_test=spec.y_test.to(device),
+    )
+
+
+def _head(spec: DataSpec, n: int | None) -> DataSpec:
+    return spec if n is None or n >= spec.n_train else spec.subset(int(n))
+
+
+@torch.no_grad()
+def evaluate(model, spec: DataSpec, loss_fn, *, split: str, limit: int | None = None) -> dict:
+    """Mean loss and accuracy (classification, next-token) over a split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, correct, n, positions = 0.0, 0, 0, 0
+    try:
+        seen = 0
+        for x, y in full_batches(spec, 1024, split=split):
+            if limit is not None and seen >= limit:
+                break
+            if limit is not None:
+                x, y = x[: limit - seen], y[: limit - seen]
+            seen += len(x)
+            out = model(x)
+            total += float(loss_fn(out, y)) * len(x)
+            n += len(x)
+            if spec.task != "regression":
+                correct += int((out.argmax(-1) == y).sum())
+                positions += y.numel()
+    finally:
+        model.train(was_training)
+    acc = correct / positions if positions else float("nan")
+    return {f"{split}_loss": total / max(n, 1), f"{split}_accuracy": acc}
+
+
+def run_one(spec: RunSpec, run_dir: Path, *, device: torch.device, progress=None) -> dict:
+    """Train, record, probe, measure sharpness, analyse; return the result (also written)."""
+    import sgn_memory as sgn
+    from sgn_memory.collect import NoiseCollector, probe_checkpoint
+    from sgn_memory.report import write_report
+
+    s = spec.settings
+    t_start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(spec.seed)  # dropout masks of the run (the collector never touches it)
+    data = load_dataset(s["dataset"], **s["dataset_kwargs"])
+    data = _to(data, device)
+    loss_fn = data.loss_fn()
+    model = build_model(s["model"], data, seed=spec.seed, **s["model_kwargs"]).to(device)
+    n_params = count_parameters(model)
+    optimizer = make_optimizer(
+        s["optimizer"],
+        model.parameters(),
+        lr=s["lr"],
+        momentum=s["momentum"],
+        weight_decay=s["weight_decay"],
+        rho=s["rho"],
+        **s["optimizer_kwargs"],
+    )
+    reference = list(full_batches(_head(data, s["reference_samples"]), s["reference_batch"]))
+    k = min(int(s["coordinates"]), n_params)
+    attrs = {
+        "experiment": {"group": spec.group, "seed": spec.seed, "settings": s},
+        "model": s["model"],
+        "dataset": s["dataset"],
+        "optimizer": s["optimizer"],
+        "batch_size": s["batch_size"],
+        "n_parameters": n_params,
+    }
+    sampler = torch.Generator().manual_seed(spec.seed)
+    epochs = _epochs(data, s["batch_size"], sampler)
+    probe_steps = sorted({int(t) for t in s["probe_at"]})
+    checkpoints: dict[int, dict] = {}
+    collector = None
+    losses = []
+    diverged_at = None
+    bar = _bar(progress, s["steps"], spec.run_id)
+    try:
+        for step in range(1, s["steps"] + 1):
+            if step == s["record_from"] + 1:
+                collector = NoiseCollector(
+                    model,
+                    optimizer,
+                    run_dir / "trajectory",
+                    coordinates=k,
+                    reference=s["reference"],
+                    reference_data=reference,
+                    loss_fn=loss_fn,
+                    every=s["every"],
+                    batch_size=s["batch_size"],
+                    seed=spec.seed,
+                    attrs=attrs,
+                    overwrite=True,
+                )
+            x, y = next(epochs)
+            on_loss = collector.observe_loss if collector is not None else None
+            loss = training_step(model, loss_fn, optimizer, x, y, on_loss=on_loss)
+            losses.append(loss)
+            if not math.isfinite(loss):
+                diverged_at = step
+                break
+            if step in probe_steps:
+                checkpoints[step] = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+            if bar is not None:
+                bar.update(1)
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{loss:.3g}")
+    finally:
+        if bar is not None:
+            bar.close()
+        if collector is not None:
+            collector.close()
+    if collector is not None and collector.error is not None:
+        raise RuntimeError(f"the collector stopped recording: {collector.error}")
+    train_seconds = time.perf_counter() - t_start
+
+    result: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "group": spec.group,
+        "seed": spec.seed,
+        "spec_hash": spec.spec_hash,
+        "settings": s,
+        "device": str(device),
+        "n_parameters": n_params,
+        "coordinates": k,
+        "diverged_at": diverged_at,
+        "final_minibatch_loss": float(np.mean(losses[-50:])) if losses else float("nan"),
+        "train_seconds": train_seconds,
+    }
+    sharp_data = list(full_batches(_head(data, s["sharpness_samples"]), 1024))
+    if diverged_at is None:
+        result.update(evaluate(model, data, loss_fn, split="train", limit=s["evaluate_samples"]))
+        result.update(evaluate(model, data, loss_fn, split="test", limit=s["evaluate_samples"]))
+        if s["sharpness"]:
+            sh = top_hessian_eigenvalue(
+                model, loss_fn, sharp_data, max_iter=s["sharpness_iters"], seed=spec.seed
+            )
+            result["sharpness"] = sh.eigenvalue
+            result["sharpness_converged"] = bool(sh.converged)
+
+    # frozen-checkpoint probes, on a fresh copy of the model at each saved step
+    stores = {"trajectory": run_dir / "trajectory"} if collector is not None else {}
+    probes = {}
+    for step, state in checkpoints.items():
+        frozen = build_model(s["model"], data, seed=spec.seed, **s["model_kwargs"]).to(device)
+        frozen.load_state_dict(state)
+        name = f"probe-step{step:06d}"
+        probe_checkpoint(
+            frozen,
+            loss_fn,
+            Shuffled(data, s["batch_size"], seed=10_000 + spec.seed),
+            n_batches=s["probe_batches"],
+            store=run_dir / name,
+            coordinates=k,
+            reference_data=reference,
+            seed=spec.seed,
+            attrs={**attrs, "checkpoint_step": step},
+            overwrite=True,
+        )
+        stores[name] = run_dir / name
+        info = {"step": step}
+        if s["sharpness"]:
+            sh = top_hessian_eigenvalue(
+                frozen, loss_fn, sharp_data, max_iter=s["sharpness_iters"], seed=spec.seed
+            )
+            info.update(sharpness=sh.eigenvalue, sharpness_converged=bool(sh.converged))
+        probes[name] = info
+
+    # analysis of every store of the run
+    analyses = {}
+    if stores:
+        analysis = sgn.analyze(
+            [str(p) for p in stores.values()],
+            max_coords=s["max_coords"],
+            seed=spec.seed,
+            stable_test=s["stable_test"],
+        )
+        write_report(analysis, run_dir / "report", overwrite=True, plots=True)
+        for name, row in zip(stores, analysis.runs.to_dict("records"), strict=True):
+            row.update(_tan2021(stores[name], analysis, row["run"]))
+            row.update(probes.get(name, {}))
+            analyses[name] = row
+    result["stores"] = analyses
+    result["seconds"] = time.perf_counter() - t_start
+    _write_json(run_dir / RESULT, result)
+    return result
+
+
+def _epochs(data: DataSpec, batch_size: int, generator) -> Iterator:
+    while True:
+        yield from minibatches(data, batch_size, generator=generator)
+
+
+def _tan2021(store_path: Path, analysis, run_name: str) -> dict:
+    """The seed authors' statistic on the same series the analysis used: mean over series of
+    the uncorrected R/S H with their windows, over series with 0.01 <= H <= 0.99."""
+    import sgn_memory as sgn
+    from sgn_memory.errors import DegenerateSeriesWarning, SgnMemoryError
+    from sgn_memory.store import NoiseStore
+
+    series = analysis.series
+    columns = np.sort(series.loc[series["run"] == run_name, "column"].to_numpy(dtype=int))
+    store = NoiseStore.open(store_path)
+    x = store.read_noise(coords=columns).T.astype(np.float64)
+    try:
+        with warnings.catch_warnings():  # constant series (dead units): NaN, counted below
+            warnings.simplefilter("ignore", DegenerateSeriesWarning)
+            est = sgn.hurst_rs(x, preset="tan2021")
+    except SgnMemoryError as err:
+        return {"tan2021_mean_hurst": float("nan"), "tan2021_note": str(err)}
+    h = est.hurst[np.isfinite(est.hurst)]
+    kept = h[(h >= 0.01) & (h <= 0.99)]
+    return {
+        "tan2021_mean_hurst": float(kept.mean()) if kept.size else float("nan"),
+        "tan2021_kept": int(kept.size),
+    }
+
+
+def _jsonable(v):
+    """JSON-ready copy: numpy scalars and arrays unwrapped, non-finite floats -> None."""
+    if isinstance(v, dict):
+        return {str(key): _jsonable(u) for key, u in v.items()}
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_jsonable(u) for u in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _bar(progress, total, desc):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc.split("/")[-1][:40], leave=False, file=sys.stderr)
+
+
+def finished(spec: RunSpec, run_dir: Path) -> bool:
+    """Whether the run's result is on disk for exactly these settings."""
+    try:
+        return json.loads((run_dir / RESULT).read_text()).get("spec_hash") == spec.spec_hash
+    except (OSError, ValueError):
+        return False
+
+
+def run_sweep(
+    config: Config,
+    out: Path,
+    *,
+    device: str = "auto",
+    only: list[str] | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run every run of ``config`` not yet finished; returns counts (done, skipped, failed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    runs = [r for r in config.runs if not only or r.group in only]
+    _write_json(
+        out / "sweep.json",
+        {
+            "name": config.name,
+            "source": config.source,
+            "description": config.description,
+            "runs": [
+                {"run_id": r.run_id, "group": r.group, "seed": r.seed, "settings": r.settings}
+                for r in config.runs
+            ],
+        },
+    )
+    if progress is None:
+        progress = sys.stderr.isatty()
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    for i, spec in enumerate(runs, 1):
+        run_dir = out / "runs" / spec.run_id
+        if not force and finished(spec, run_dir):
+            counts["skipped"] += 1
+            continue
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a run killed half-way, or other settings: redo it all
+        log(f"[{i}/{len(runs)}] {spec.run_id} on {dev}")
+        try:
+            result = run_one(spec, run_dir, device=dev, progress=progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one failed run does not stop the sweep
+            counts["failed"] += 1
+            _write_json(
+                run_dir / FAILED,
+                {
+                    "run_id": spec.run_id,
+                    "error": f"{type(err).__name__}: {err}",
+                    "traceback": traceback.format_exc(),
+                },
+            )
+            log(f"    FAILED: {type(err).__name__}: {err} (details in {run_dir / FAILED})")
+            continue
+        counts["done"] += 1
+        log(f"    {_one_line(result)}")
+    return counts
+
+
+def _one_line(result: dict) -> str:
+    parts = [f"{result['seconds']:.0f} s"]
+    if result.get("test_accuracy") is not None and math.isfinite(result["test_accuracy"]):
+        parts.append(f"test acc {result['test_accuracy']:.3f}")
+    if result.get("sharpness") is not None:
+        parts.append(f"sharpness {result['sharpness']:.3g}")
+    for name, row in result["stores"].items():
+        h = row.get("hurst_whittle_median")
+        ex = row.get("hurst_whittle_excess")
+        if h is not None:
+            parts.append(f"{name}: H_whittle {h:.3f} (excess {ex:+.3f})")
+    if result["diverged_at"]:
+        parts.append(f"diverged at step {result['diverged_at']}")
+    return "; ".join(parts)
