@@ -281,3 +281,24 @@ def test_mle_improves_the_likelihood_of_its_start():
     start = sgn.fit_stable(x)
     assert mle.method == "mle" and mle.alpha.shape == ()
     assert nll(mle) <= nll(start) + 1e-6
+
+
+def test_a_point_mass_gets_nan_fits_and_does_not_sink_the_batch():
+    """A gradient coordinate that is exactly 0 on most minibatches (a dead ReLU unit) has a zero
+    interquartile range: no stable law fits it.  Its fit and p-value are NaN with one warning; the
+    other series of the batch are fitted and tested exactly as without it."""
+    rng = np.random.default_rng(3)
+    good = stable_rvs(1.5, 0.3, size=(3, 1000), rng=4)
+    spike = np.where(rng.random(1000) < 0.7, 0.0, rng.standard_normal(1000) * 1e-5)
+    data = np.vstack([spike, good])
+    for method in ("koutrouvelis", "mcculloch"):  # (mle starts from koutrouvelis: NaN rows skip)
+        with pytest.warns(DegenerateSeriesWarning, match="1 of 4 series have a zero interq"):
+            fit = sgn.fit_stable(data, method=method)
+        assert np.isnan(fit.alpha[0]) and np.isnan(fit.scale[0])
+        alone = sgn.fit_stable(good, method=method)
+        np.testing.assert_array_equal(fit.alpha[1:], alone.alpha)
+    with pytest.warns(DegenerateSeriesWarning, match="zero interquartile"):
+        test = sgn.stable_test(data, n_bootstrap=19, rng=0)
+    assert np.isnan(test.pvalue[0]) and np.isfinite(test.pvalue[1:]).all()
+    alone = sgn.stable_test(good, n_bootstrap=19, rng=0)
+    np.testing.assert_allclose(test.statistic[1:], alone.statistic, rtol=1e-12)  # BLAS rows

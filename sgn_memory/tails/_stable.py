@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._batch import array_summary, as_batch, map_blocks
-from ..errors import SgnMemoryError
+from ..errors import DegenerateSeriesWarning, SgnMemoryError
 
 _BLOCK_ELEMENTS = 1 << 18
 _THREADS = 2
@@ -296,6 +296,10 @@ def _mcculloch_from_quantiles(q05, q25, q50, q75, q95):
     zeta = q50 + scale * np.sign(beta) * _bilinear(
         _ALPHA_GRID, _BETA_GRID, _PHI5, alpha, np.abs(beta)
     )
+    # a zero interquartile range (half the values or more equal: a point mass, e.g. a gradient
+    # coordinate that is exactly 0 on most minibatches) identifies no stable law
+    undefined = ~(q75 > q25)
+    alpha, beta, scale, zeta = (np.where(undefined, np.nan, v) for v in (alpha, beta, scale, zeta))
     return alpha, beta, scale, zeta  # McCulloch's zeta is the S0 location
 
 
@@ -440,6 +444,9 @@ def _koutrouvelis_block(xb: np.ndarray) -> np.ndarray:
     """McCulloch start, one Kogon-Williams pass, then a weighted pass (see fit_stable)."""
     xb = xb.astype(np.float64)
     _, _, scale, loc = _mcculloch_block(xb).T
+    undefined = ~np.isfinite(scale)
+    if undefined.any():  # computed on placeholders (no overflow), returned as NaN
+        scale, loc = np.where(undefined, 1.0, scale), np.where(undefined, 0.0, loc)
     y = (xb - loc[:, None]) / scale[:, None]
     re, im = _ecf(y, 0.1, _KW_T.size)
     alpha, beta, g, d = _kw_regression(re, im)
@@ -451,11 +458,26 @@ def _koutrouvelis_block(xb: np.ndarray) -> np.ndarray:
     alpha = np.maximum(alpha, 0.05)
     beta, d = _kw_location(re[:, : _KW_T.size], im[:, : _KW_T.size], alpha, g)
     loc, scale = loc + scale * d, scale * g
-    return np.stack([alpha, np.where(alpha >= 2, 0.0, beta), scale, loc], axis=1)
+    out = np.stack([alpha, np.where(alpha >= 2, 0.0, beta), scale, loc], axis=1)
+    out[undefined] = np.nan
+    return out
 
 
 # ============================================================================================
 # public: fit_stable
+
+
+def _warn_unfitted(alpha: np.ndarray, estimator: str) -> None:
+    """One warning for the series no stable law was fitted to (zero interquartile range)."""
+    n_bad = int(np.isnan(alpha).sum())
+    if n_bad:
+        warnings.warn(
+            f"{estimator}: {n_bad} of {alpha.size} series have a zero interquartile range (half "
+            "their values or more are equal, a point mass no stable law has); their estimates "
+            "are NaN.",
+            DegenerateSeriesWarning,
+            stacklevel=3,
+        )
 
 
 def _fit_kernel(data: np.ndarray, method: str) -> np.ndarray:
@@ -560,7 +582,9 @@ def fit_stable(
                 RuntimeWarning,
                 stacklevel=2,
             )
-        params = _mle_rows(data, params)
+        fitted = np.isfinite(params[:, 0])
+        params[fitted] = _mle_rows(data[fitted], params[fitted])
+    _warn_unfitted(params[:, 0], "fit_stable")
     full = batch.scatter(params)
     return StableFit(
         alpha=batch.unbatch(full[:, 0]),
@@ -684,7 +708,8 @@ def stable_test(
     b_cell = np.clip(np.round(params[:, 1] / beta_step) * beta_step, -1.0, 1.0)
     b_cell = np.where(a_cell >= 2, 0.0, b_cell)
     pvalue = np.full(stat.shape, np.nan)
-    cells = np.unique(np.stack([a_cell, b_cell], axis=1), axis=0)
+    fitted = np.isfinite(a_cell) & np.isfinite(b_cell)  # no fit, no test: p-value NaN
+    cells = np.unique(np.stack([a_cell[fitted], b_cell[fitted]], axis=1), axis=0)
     for a_c, b_c in cells:
         members = (a_cell == a_c) & (b_cell == b_c)
         sims = stable_rvs(a_c, b_c, size=(int(n_bootstrap), n), rng=gen)
@@ -693,6 +718,7 @@ def stable_test(
         exceed = null.size - np.searchsorted(null, stat[members], side="left")
         pvalue[members] = (1 + exceed) / (null.size + 1)
     pvalue[~np.isfinite(stat)] = np.nan
+    _warn_unfitted(params[:, 0], "stable_test")
 
     agg = np.empty((data.shape[0], len(levels)))
     for j, m in enumerate(levels):
