@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     write_tables(out, title=f"Results of the '{config.name}' sweep", command=command)
     print(
         f"{counts['done']} run(s) done, {counts['skipped']} already finished, "
+        f"{counts['reused']} reused from another group, "
         f"{counts['failed']} failed, in {time.perf_counter() - t0:.0f} s; tables: "
         f"{out / 'results.md'}; per-run reports: {out / 'runs'}/<group>/<run>/report/",
         file=sys.stderr,

@@ -325,6 +325,27 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
         return False
 
 
+def _finished_twin(spec: RunSpec, out: Path) -> Path | None:
+    """A finished run of another group with identical settings (the hash ignores the group)."""
+    name = spec.run_id.split("/", 1)[1]
+    for candidate in sorted((out / "runs").glob(f"*/{name}")):
+        if candidate.parent.name != spec.group and finished(spec, candidate):
+            return candidate
+    return None
+
+
+def _reuse(twin: Path, run_dir: Path, spec: RunSpec) -> None:
+    tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(twin, tmp)
+    result = json.loads((tmp / RESULT).read_text())
+    result.update(
+        run_id=spec.run_id, group=spec.group, reused_from=str(twin.relative_to(twin.parent.parent))
+    )
+    _write_json(tmp / RESULT, result)
+    os.replace(tmp, run_dir)
+
+
 def run_sweep(
     config: Config,
     out: Path,
@@ -353,7 +374,7 @@ def run_sweep(
     )
     if progress is None:
         progress = sys.stderr.isatty()
-    counts = {"done": 0, "skipped": 0, "failed": 0}
+    counts = {"done": 0, "skipped": 0, "reused": 0, "failed": 0}
     for i, spec in enumerate(runs, 1):
         run_dir = out / "runs" / spec.run_id
         if not force and finished(spec, run_dir):
@@ -361,6 +382,15 @@ def run_sweep(
             continue
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a run killed half-way, or other settings: redo it all
+        twin = _finished_twin(spec, out)
+        if twin is not None:  # the same settings already ran in another group: reuse them
+            _reuse(twin, run_dir, spec)
+            counts["reused"] += 1
+            log(
+                f"[{i}/{len(runs)}] {spec.run_id}: same settings as {twin.parent.name}/"
+                f"{twin.name}, reused"
+            )
+            continue
         log(f"[{i}/{len(runs)}] {spec.run_id} on {dev}")
         try:
             result = run_one(spec, run_dir, device=dev, progress=progress)

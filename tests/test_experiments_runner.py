@@ -251,3 +251,18 @@ def test_quick_preset_smaller_runs_from_the_command_line(tmp_path):
     assert (out / "results.md").is_file() and (out / "summary.csv").is_file()
     report = next((out / "runs").glob("quick/*/report"))
     assert (report / "summary.json").is_file() and (report / "hurst_histograms.png").is_file()
+
+
+def test_identical_settings_in_two_groups_run_once(tmp_path):
+    path = tiny_toml(tmp_path, '[[group]]\nname = "a"\n[[group]]\nname = "b"\n')
+    out = tmp_path / "out"
+    args = [str(path), "--out", str(out), "--no-progress", "--set", "probe_at=[]"]
+    assert main(args) == 0
+    a, b = load_config(str(path), {"probe_at": []}).runs
+    assert a.spec_hash == b.spec_hash and a.run_id != b.run_id
+    ra = json.loads((out / "runs" / a.run_id / "result.json").read_text())
+    rb = json.loads((out / "runs" / b.run_id / "result.json").read_text())
+    assert rb["reused_from"] == a.run_id and rb["group"] == "b" and rb["run_id"] == b.run_id
+    assert rb["stores"] == ra["stores"]
+    assert NoiseStore.open(out / "runs" / b.run_id / "trajectory").n_complete == STEPS
+    assert main(args) == 0  # both finished now: skipped
