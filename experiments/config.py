@@ -59,6 +59,10 @@ RUN_DEFAULTS: dict[str, Any] = {
     "rho": 0.05,
     "batch_size": 32,
     "steps": 2000,
+    # minibatch sampling, in training and in the probes: "epoch" (a fresh permutation per epoch,
+    # batches without replacement: what training loops do) or "iid" (every batch an independent
+    # draw of B distinct samples: no epoch structure; the no-memory control)
+    "sampling": "epoch",
     # trajectory collection (NoiseCollector)
     "coordinates": 2000,  # recorded coordinates (capped at the model's size)
     "reference": "exact",  # exact, batch, none
@@ -79,6 +83,10 @@ RUN_DEFAULTS: dict[str, Any] = {
     "evaluate_samples": None,  # test samples for the final accuracy (None: all)
 }
 
+#: Settings added after sweeps had run, with the value that reproduces what ran before them.
+_ADDED_LATER: dict[str, Any] = {"sampling": "epoch"}
+_MISSING = object()
+
 _GROUP_KEYS = {"name", "grid", "fixed", "variant"}
 _TOP_KEYS = {"name", "kind", "seeds", "out", "threads", "defaults", "group", "description"}
 
@@ -97,8 +105,11 @@ class RunSpec:
 
     @property
     def spec_hash(self) -> str:
-        """Hash of everything that decides the run's result (group name excluded)."""
-        blob = json.dumps({"seed": self.seed, **self.settings}, sort_keys=True, default=str)
+        """Hash of everything that decides the run's result (group name excluded).  Settings
+        added after results existed are left out while they hold the value that reproduces the
+        old behaviour (:data:`_ADDED_LATER`), so finished runs stay valid."""
+        settings = {k: v for k, v in self.settings.items() if _ADDED_LATER.get(k, _MISSING) != v}
+        blob = json.dumps({"seed": self.seed, **settings}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     @property
@@ -109,6 +120,8 @@ class RunSpec:
             parts.append(f"wd{s['weight_decay']:g}")
         if s["optimizer"] in ("sam", "stablesam"):
             parts.append(f"rho{s['rho']:g}")
+        if s.get("sampling", "epoch") != "epoch":
+            parts.append(s["sampling"])
         parts.append(f"s{self.seed}")
         return f"{self.group}/{'-'.join(parts)}-{self.spec_hash}"
 

@@ -51,15 +51,31 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-class Shuffled:
-    """Re-iterable minibatches: each ``iter()`` is a new epoch from one seeded generator (the
-    probe cycles through its loader; batches of exactly ``batch_size``)."""
+SAMPLINGS = ("epoch", "iid")
 
-    def __init__(self, spec: DataSpec, batch_size: int, seed: int):
-        self.spec, self.batch_size = spec, batch_size
+
+def iid_batches(spec: DataSpec, batch_size: int, *, generator, count: int):
+    """``count`` batches, each B distinct samples drawn independently of every other batch."""
+    for _ in range(count):
+        index = torch.randperm(spec.n_train, generator=generator)[:batch_size]
+        yield spec.x_train[index], spec.y_train[index]
+
+
+class Shuffled:
+    """Re-iterable minibatches of exactly ``batch_size`` from one seeded generator: each
+    ``iter()`` is a new epoch (``sampling="epoch"``: a permutation, batches without replacement)
+    or as many independent batches (``"iid"``).  The probe cycles through it."""
+
+    def __init__(self, spec: DataSpec, batch_size: int, seed: int, sampling: str = "epoch"):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}; got {sampling!r}.")
+        self.spec, self.batch_size, self.sampling = spec, batch_size, sampling
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.sampling == "iid":
+            n = self.spec.n_train // self.batch_size
+            return iid_batches(self.spec, self.batch_size, generator=self.generator, count=n)
         return minibatches(self.spec, self.batch_size, generator=self.generator)
 
 
@@ -139,8 +155,7 @@ def run_one(spec: RunSpec, run_dir: Path, *, device: torch.device, progress=None
         "batch_size": s["batch_size"],
         "n_parameters": n_params,
     }
-    sampler = torch.Generator().manual_seed(spec.seed)
-    epochs = _epochs(data, s["batch_size"], sampler)
+    epochs = _epochs(Shuffled(data, s["batch_size"], spec.seed, s["sampling"]))
     probe_steps = sorted({int(t) for t in s["probe_at"]})
     checkpoints: dict[int, dict] = {}
     collector = None
@@ -220,7 +235,7 @@ def run_one(spec: RunSpec, run_dir: Path, *, device: torch.device, progress=None
         probe_checkpoint(
             frozen,
             loss_fn,
-            Shuffled(data, s["batch_size"], seed=10_000 + spec.seed),
+            Shuffled(data, s["batch_size"], seed=10_000 + spec.seed, sampling=s["sampling"]),
             n_batches=s["probe_batches"],
             store=run_dir / name,
             coordinates=k,
@@ -258,9 +273,9 @@ def run_one(spec: RunSpec, run_dir: Path, *, device: torch.device, progress=None
     return result
 
 
-def _epochs(data: DataSpec, batch_size: int, generator) -> Iterator:
+def _epochs(batches: Shuffled) -> Iterator:
     while True:
-        yield from minibatches(data, batch_size, generator=generator)
+        yield from batches
 
 
 def _tan2021(store_path: Path, analysis, run_name: str) -> dict:

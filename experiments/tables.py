@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import RUN_DEFAULTS
+
 #: Settings that identify a configuration (the seed excluded).
 SETTING_COLUMNS = [
     "model",
@@ -21,6 +23,7 @@ SETTING_COLUMNS = [
     "rho",
     "steps",
     "reference",
+    "sampling",
 ]
 
 #: Metrics tabulated, in order (mean and sd over seeds in the summary).
@@ -70,7 +73,7 @@ def collect_results(out: Path) -> pd.DataFrame:
             "group": result["group"],
             "run_id": result["run_id"],
             "seed": result["seed"],
-            **{c: result["settings"].get(c) for c in SETTING_COLUMNS},
+            **{c: result["settings"].get(c, RUN_DEFAULTS[c]) for c in SETTING_COLUMNS},
             "n_parameters": result["n_parameters"],
             "diverged_at": result["diverged_at"],
             "train_loss": result.get("train_loss"),

@@ -266,3 +266,35 @@ def test_identical_settings_in_two_groups_run_once(tmp_path):
     assert rb["stores"] == ra["stores"]
     assert NoiseStore.open(out / "runs" / b.run_id / "trajectory").n_complete == STEPS
     assert main(args) == 0  # both finished now: skipped
+
+
+def test_sampling_epoch_partitions_iid_does_not():
+    from experiments.data import load_dataset
+    from experiments.runner import Shuffled
+
+    data = load_dataset("digits")
+    n, b = data.n_train, 32
+    for sampling in ("epoch", "iid"):
+        batches = list(Shuffled(data, b, seed=0, sampling=sampling))
+        assert len(batches) == n // b and all(len(x) == b for x, _ in batches)
+        # identify samples by their pixels: each batch holds B distinct samples
+        rows = [torch.unique(x.reshape(b, -1), dim=0).shape[0] for x, _ in batches]
+        assert min(rows) == b
+        keys = torch.cat([x.reshape(b, -1) for x, _ in batches])
+        distinct = torch.unique(keys, dim=0).shape[0]
+        if sampling == "epoch":  # one epoch: every sample at most once
+            assert distinct == len(keys)
+        else:  # independent draws repeat samples across batches: ~ n (1 - e^{-k/n}) distinct
+            k = len(keys)
+            expected = n * (1 - np.exp(-k / n))
+            assert abs(distinct - expected) < 5 * np.sqrt(expected)
+
+
+def test_settings_added_later_keep_old_hashes():
+    from experiments.config import RunSpec
+
+    settings = dict(RUN_DEFAULTS)
+    old = {k: v for k, v in settings.items() if k != "sampling"}
+    assert RunSpec("g", 0, settings).spec_hash == RunSpec("g", 0, old).spec_hash
+    iid = RunSpec("g", 0, {**settings, "sampling": "iid"})
+    assert iid.spec_hash != RunSpec("g", 0, settings).spec_hash and "-iid-" in iid.run_id
