@@ -119,6 +119,7 @@ def _escape(raw: dict, args) -> int:
         out,
         device=args.device,
         progress=progress,
+        force=args.force,
         log=lambda m: print(m, file=sys.stderr),
     )
     print(f"escape study: {counts}; tables: {out / 'escape.md'}", file=sys.stderr)

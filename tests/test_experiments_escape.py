@@ -151,6 +151,13 @@ def test_tiny_config_runs_end_to_end_and_a_rerun_skips(tmp_path):
     assert after["sde_escape.csv"] == before["sde_escape.csv"]
     assert after["saddle_escape.csv"] != before["saddle_escape.csv"]
 
+    # --force redoes every part, and the results are reproduced exactly
+    tables = {n: (out / n).read_text() for n in ("sde_escape.csv", "saddle_escape.csv")}
+    counts = run_escape(config, out, log=lines.append, force=True)
+    assert counts == {"done": 3, "skipped": 0, "failed": 0}
+    assert _snapshot(out)["sde_escape.csv"] != after["sde_escape.csv"]
+    assert {n: (out / n).read_text() for n in tables} == tables
+
 
 def test_preset_resolves_and_unknown_keys_are_errors():
     raw = tomllib.loads(PRESET.read_text())
