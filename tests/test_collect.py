@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import subprocess
 import sys
 
@@ -459,6 +460,43 @@ def test_compiled_model_and_amp_scaler(tmp_path):
     np.testing.assert_allclose(store.read_noise(), np.array(expected), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(store.scalar("amp_scale"), 1024.0)
     np.testing.assert_array_equal(store.scalar("accumulation"), [1, 1, 1])
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_steps_the_amp_scaler_skips_are_counted(tmp_path, every):
+    """Iterations with inf gradients never reach the optimizer; the next recorded row counts
+    them (across scale growth at the growth interval and across unrecorded steps)."""
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    collector = NoiseCollector(
+        model, opt, tmp_path / "run", coordinates=5, scaler=scaler, every=every
+    )
+    xs, ys = torch.randn(16, 10), torch.randint(0, 2, (16,))
+    pattern = "..xx...x.xxx....x.."  # x: an iteration whose gradients are inf
+    for it in pattern:
+        opt.zero_grad()
+        loss = LOSS(model(xs), ys) * (math.inf if it == "x" else 1.0)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    collector.close()
+    # expected: skipped iterations since the previous recorded row; NaN on the first row
+    expected, since, steps = [], math.nan, 0
+    for it in pattern:
+        if it == "x":
+            since += 1
+            continue
+        steps += 1
+        if (steps - 1) % every == 0:
+            expected.append(since)
+            since = 0.0
+        elif math.isnan(since):
+            since = 0.0
+    store = NoiseStore.open(tmp_path / "run")
+    assert store.n_complete == len(expected)
+    np.testing.assert_array_equal(store.scalar("skipped"), expected)
+    assert np.nansum(store.scalar("skipped")) >= 5  # the pattern's skips after the first row
 
 
 def test_explicit_coordinates_in_any_order(tmp_path):

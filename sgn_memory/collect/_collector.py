@@ -54,8 +54,12 @@ class NoiseCollector:
         B of the training minibatches, for B_simple.
     scaler : torch.amp.GradScaler, optional
         Its scale is recorded per step.  Steps the scaler skips (inf/NaN gradients) never reach
-        the optimizer, so they never become rows (the scale column shows each backoff); the
-        ``skipped`` column is NaN: a skipped step is not observable from the optimizer's hook.
+        the optimizer, so they never become rows; the ``skipped`` column counts them: the
+        number of optimizer steps skipped since the previous row, read off the scaler's public
+        state at every optimizer step (a skip backs the scale off by the backoff factor and
+        resets the growth tracker; a taken step advances the tracker).  NaN on the first row,
+        when the scaler's state changed otherwise (loaded, edited), and on the asynchronous CUDA
+        path (reference "none" on a GPU), which never waits for the device.
     seed : int
         Seed of the coordinate subset.
     attrs : mapping
@@ -112,6 +116,8 @@ class NoiseCollector:
         self.every = int(every)
         self.batch_size = batch_size
         self.scaler = scaler
+        self._scaler_state: tuple[float, int] | None = None
+        self._skipped = math.nan  # skipped steps since the previous row (NaN: not known yet)
         self._params = _named_parameters(model)
         self._tensors = [p for _, p in self._params]
         self.rank = _rank()
@@ -254,6 +260,8 @@ class NoiseCollector:
         self.steps_seen += 1
         forwards, self._forwards = self._forwards, 0
         loss, self._loss = self._loss, float("nan")
+        if self.scaler is not None and not self._lagged:
+            self._skipped += self._skips_since_last_step()
         if (self.steps_seen - 1) % self.every:
             return
         grads = [p.grad for p in self._tensors]
@@ -272,8 +280,9 @@ class NoiseCollector:
             "amp_scale": float(self.scaler.get_scale())
             if self.scaler is not None
             else float("nan"),
-            "skipped": float("nan"),
+            "skipped": self._skipped if self.scaler is not None else float("nan"),
         }
+        self._skipped = 0.0
         if scale is not None:
             scalars["gradient_scale"] = scale
         if self.reference == "none":
@@ -319,6 +328,30 @@ class NoiseCollector:
                 noise = noise - self._gather(ref)
             self.store.append(noise, step=self.steps_seen, scalars=scalars)
         self.rows_written += 1
+
+    def _skips_since_last_step(self) -> float:
+        """Optimizer steps the GradScaler skipped since the previous optimizer step, from its
+        public state (``state_dict``): after the previous step's own ``update()`` the growth
+        tracker is one higher (or 0 with the scale grown, at the growth interval); each skip
+        since then multiplied the scale by the backoff factor and reset the tracker to 0."""
+        state = self.scaler.state_dict()
+        if not state:  # a disabled scaler
+            return math.nan
+        scale, tracker = float(state["scale"]), int(state["_growth_tracker"])
+        previous, self._scaler_state = self._scaler_state, (scale, tracker)
+        if previous is None:
+            return math.nan
+        scale0, tracker0 = previous
+        if tracker0 + 1 >= state["growth_interval"]:
+            expected, expected_tracker = scale0 * state["growth_factor"], 0
+        else:
+            expected, expected_tracker = scale0, tracker0 + 1
+        if tracker == expected_tracker and scale == expected:
+            return 0.0
+        if tracker != 0 or not 0 < scale < expected:
+            return math.nan  # not the result of skips: the scaler was changed otherwise
+        k = math.log(scale / expected) / math.log(state["backoff_factor"])
+        return float(round(k)) if abs(k - round(k)) < 1e-6 else math.nan
 
     # ------------------------------------------------------------- GPU: no stall
     def _launch_copy(self, grads, optimizer, loss, forwards, gradient_scale) -> None:
