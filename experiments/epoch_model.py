@@ -67,16 +67,16 @@ def epoch_sampling_noise(
 def hurst_table(series: np.ndarray) -> dict[str, float]:
     """Median H by Whittle, DFA-1 and corrected R/S, and the tan2021 statistic."""
     import sgn_memory as sgn
+    from sgn_memory.hurst import tan2021_mean_hurst
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        tan = sgn.hurst_rs(series, preset="tan2021").hurst
-    kept = tan[(tan >= 0.01) & (tan <= 0.99)]
+        tan, _ = tan2021_mean_hurst(sgn.hurst_rs(series, preset="tan2021").hurst)
     return {
         "whittle": float(np.median(sgn.hurst_whittle(series).hurst)),
         "dfa": float(np.median(sgn.hurst_dfa(series).hurst)),
         "rs": float(np.median(sgn.hurst_rs(series).hurst)),
-        "tan2021": float(kept.mean()) if kept.size else float("nan"),
+        "tan2021": tan,
     }
 
 

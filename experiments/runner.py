@@ -283,6 +283,7 @@ def _tan2021(store_path: Path, analysis, run_name: str) -> dict:
     the uncorrected R/S H with their windows, over series with 0.01 <= H <= 0.99."""
     import sgn_memory as sgn
     from sgn_memory.errors import DegenerateSeriesWarning, SgnMemoryError
+    from sgn_memory.hurst import tan2021_mean_hurst
     from sgn_memory.store import NoiseStore
 
     series = analysis.series
@@ -295,12 +296,8 @@ def _tan2021(store_path: Path, analysis, run_name: str) -> dict:
             est = sgn.hurst_rs(x, preset="tan2021")
     except SgnMemoryError as err:
         return {"tan2021_mean_hurst": float("nan"), "tan2021_note": str(err)}
-    h = est.hurst[np.isfinite(est.hurst)]
-    kept = h[(h >= 0.01) & (h <= 0.99)]
-    return {
-        "tan2021_mean_hurst": float(kept.mean()) if kept.size else float("nan"),
-        "tan2021_kept": int(kept.size),
-    }
+    mean, kept = tan2021_mean_hurst(est.hurst)
+    return {"tan2021_mean_hurst": mean, "tan2021_kept": kept}
 
 
 def _jsonable(v):

@@ -324,10 +324,9 @@ def _summarise(table: pd.DataFrame, level: float, preset: str | None) -> dict[st
         m, lo, hi = _excess_ci(h - base)
         out[f"hurst_{key}_excess"], out[f"hurst_{key}_excess_ci"] = m, [lo, hi]
     if preset == "tan2021":
-        h = table["hurst_rs"].to_numpy()
-        kept = h[(h >= 0.01) & (h <= 0.99)]
-        out["tan2021_mean_hurst"] = float(kept.mean()) if kept.size else float("nan")
-        out["tan2021_kept"] = int(kept.size)
+        out["tan2021_mean_hurst"], out["tan2021_kept"] = _hurst.tan2021_mean_hurst(
+            table["hurst_rs"].to_numpy()
+        )
     tests = [c for c in table.columns if c.endswith("_pvalue")]
     for c in tests:
         p = table[c].to_numpy()

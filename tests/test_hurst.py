@@ -481,3 +481,12 @@ def test_rs_float32_working_precision():
     single = hurst_rs_module._rs_kernel(x, s, 1)
     double = hurst_rs_module._rs_kernel(x.astype(np.float64), s, 1)
     np.testing.assert_allclose(single, double, rtol=1e-6)
+
+
+def test_tan2021_mean_hurst_keeps_only_0_01_to_0_99():
+    from sgn_memory.hurst import tan2021_mean_hurst
+
+    mean, kept = tan2021_mean_hurst([0.2, 0.4, 0.005, 1.2, np.nan, 0.99, 0.01])
+    assert kept == 4 and mean == pytest.approx((0.2 + 0.4 + 0.99 + 0.01) / 4)
+    mean, kept = tan2021_mean_hurst([np.nan, 2.0])
+    assert kept == 0 and np.isnan(mean)

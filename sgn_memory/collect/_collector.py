@@ -59,7 +59,8 @@ class NoiseCollector:
         state at every optimizer step (a skip backs the scale off by the backoff factor and
         resets the growth tracker; a taken step advances the tracker).  NaN on the first row,
         when the scaler's state changed otherwise (loaded, edited), and on the asynchronous CUDA
-        path (reference "none" on a GPU), which never waits for the device.
+        path (reference "none" on a GPU), which never waits for the device; on other GPU paths
+        reading the state waits for the device once per optimizer step.
     seed : int
         Seed of the coordinate subset.
     attrs : mapping

@@ -32,7 +32,7 @@ References
 from ._common import HurstEstimate, SurrogateBaseline, TestResult, dfa_scales, rs_scales
 from ._dfa import hurst_dfa
 from ._memory_tests import long_memory_test, shuffled_baseline
-from ._rs import TAN2021_RS_SCALES, expected_rs, hurst_rs
+from ._rs import TAN2021_RS_SCALES, expected_rs, hurst_rs, tan2021_mean_hurst
 from ._whittle import hurst_whittle
 
 __all__ = [
@@ -48,4 +48,5 @@ __all__ = [
     "long_memory_test",
     "rs_scales",
     "shuffled_baseline",
+    "tan2021_mean_hurst",
 ]

@@ -25,6 +25,16 @@ from ._common import (
 
 #: Window sizes of the seed authors' R/S protocol (Tan, Zhang & Liu; nolds-style, uncorrected).
 TAN2021_RS_SCALES = (50, 60, 72, 86, 103, 124, 149, 179, 214, 257, 309, 371, 445)
+
+
+def tan2021_mean_hurst(hurst) -> tuple[float, int]:
+    """The seed authors' summary of many R/S estimates: the mean of H over the series with
+    0.01 <= H <= 0.99 (NaN estimates dropped), and how many series that keeps."""
+    h = np.asarray(hurst, dtype=float).ravel()
+    kept = h[(h >= 0.01) & (h <= 0.99)]
+    return (float(kept.mean()) if kept.size else float("nan")), int(kept.size)
+
+
 # Below this window size R/S takes its running max/min window-position by window-position.
 _RS_LOOP_MAX_SCALE = 32
 # R/S works time-major on blocks of up to 256 series of at most this many elements ...
