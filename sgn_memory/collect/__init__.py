@@ -1,6 +1,7 @@
 """Record the stochastic gradient noise of a PyTorch training loop, invisibly.
 
-This is the only module of :mod:`sgn_memory` that imports torch.  Two lines attach it::
+This is the only module of :mod:`sgn_memory` that imports torch.  Two lines attach it (three
+with the optional loss)::
 
     with sgn.NoiseCollector(model, optimizer, "runs/sgn", reference="exact",
                             reference_data=full_loader, loss_fn=loss_fn) as collector:
@@ -9,15 +10,17 @@ This is the only module of :mod:`sgn_memory` that imports torch.  Two lines atta
             loss = loss_fn(model(x), y)
             loss.backward()
             collector.observe_loss(loss)         # optional: store the minibatch loss
-            optimizer.step()
+            optimizer.step()                     # or optimizer.step(closure)
 
 What is recorded, at every ``every``-th optimizer step t: the noise u_t = g_{B_t}(w_t) - grad L(w_t)
-on k chosen coordinates, where g_{B_t} is the gradient the update is about to use (read in the
-optimizer's step pre-hook: after gradient accumulation, clipping, AMP unscaling and the DDP
-all-reduce) and grad L(w_t) the reference gradient at the same weights.  Beside it, per step: the
-minibatch loss (if observed), the learning rate, |grad L|^2 and |u|^2 over *all* coordinates, the
-gradient noise scale B_simple = B |u|^2 / |grad L|^2 (McCandlish et al. 2018), the AMP scale, and
-the number of forward passes since the previous step (gradient accumulation; 2 under SAM).
+on k chosen coordinates, where g_{B_t} is the gradient the update uses (read in the optimizer's
+step pre-hook, or, for ``optimizer.step(closure)``, as soon as the closure has returned: after
+gradient accumulation, clipping, AMP unscaling and the DDP all-reduce) and grad L(w_t) the
+reference gradient at the same weights.  Beside it, per step: the minibatch loss (if observed;
+the mean over the micro-batches of the step), the learning rate of every param group (``lr``,
+``lr.1``, ...), |grad L|^2 and |u|^2 over *all* coordinates, the gradient noise scale
+B_simple = B |u|^2 / |grad L|^2 (McCandlish et al. 2018), the AMP scale, and the number of
+forward passes since the previous step (gradient accumulation; 2 under SAM).
 
 References for grad L(w_t) (``reference=``):
 
@@ -27,18 +30,36 @@ References for grad L(w_t) (``reference=``):
     costs one forward and backward pass over the data per recorded step.  With BatchNorm in training
     mode each reference batch is normalised with its own statistics (as in training).
 ``"batch"``
-    The gradient of one independent batch of size M from ``reference_data`` (cycled).  Cheap; the
-    recorded noise then has covariance Sigma (1/B + 1/M) instead of Sigma / B, so use M >> B.
-    M is recorded in the store's attributes.
+    The gradient of one batch of size M drawn afresh at every recorded step: M samples uniformly
+    without replacement from the dataset of a reference DataLoader (or a map-style dataset with
+    ``reference_batch_size``), or one batch chosen at random from a list.  The draws are
+    independent across steps and of training, so the reference error is white: the recorded
+    noise is u_t = e_{B_t} - e_{M_t} with Cov = Sigma (1/B + 1/M) (finite-population factors
+    (N - B)/(N - 1), (N - M)/(N - 1) for batches drawn without replacement from N samples) and
+    no temporal structure of its own; it adds white noise of relative variance B / (B + M), which
+    pulls memory estimates towards H = 1/2, so use M >> B.  (Taking the batches of a list or
+    loader in turn would be sampling without replacement again: their errors sum to zero over
+    each cycle, which is the epoch structure that makes noise anti-persistent.)  M is recorded.
 ``"none"``
     Raw minibatch gradients g_{B_t} (no reference).  Free; the series then contains the slowly
     moving full gradient, which biases memory estimates upward: subtract a reference first.
 
-Invisibility: reference passes use ``torch.autograd.grad`` (``.grad`` is never touched), run
-inside ``torch.random.fork_rng`` (dropout masks there are independent draws and the global RNG is
-left exactly as it was), restore every BatchNorm running statistic, and never run the DDP wrapper
-(the reference uses ``model.module``).  With the collector attached, the parameters after N steps
-are bitwise identical to a run without it (tested).
+Invisibility: reference passes use ``torch.autograd.grad`` (``.grad`` is never touched), restore
+every BatchNorm running statistic, never run the DDP wrapper (the reference uses
+``model.module``), and draw their randomness (dropout masks, a reference loader's shuffling, the
+choice of the reference batch) from a stream of their own: at step t it is seeded from
+(``reference_seed``, t) alone, recorded in the store, so a resumed run draws what the
+uninterrupted one drew.  Training's generators are saved and restored bitwise around each pass
+(``torch.random.fork_rng`` alone would not do: inside it a pass replays the numbers training
+draws next, so an "independent" reference batch of a shuffled loader is training's batch one
+epoch later, and reference dropout masks are the next training step's).  With the collector
+attached, the parameters after N steps are bitwise identical to a run without it (tested).
+
+Resuming: :meth:`NoiseCollector.state_dict` (which flushes the store) goes into the training
+checkpoint; after a restart, ``NoiseCollector(..., resume=state)`` continues the same store,
+dropping the rows recorded after the checkpoint.  Frameworks: ``sgn_memory.integrations``
+(PyTorch Lightning callback, Hugging Face ``TrainerCallback``); under Accelerate pass the prepared
+model and optimizer.
 
 SAM-type optimizers (objects with ``first_step``, ``second_step`` and ``base_optimizer``): the hook
 goes on the innermost base optimizer, so the recorded gradient is the one taken at the perturbed

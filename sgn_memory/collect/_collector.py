@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
+import shutil
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -15,12 +17,16 @@ import torch
 from ..errors import SgnMemoryError
 from ._coordinates import _Gather, _named_parameters, _unwrap, select_coordinates
 from ._reference import (
+    _REFERENCE_PASSES,
     _batch_gradient,
+    _BatchSource,
     _devices,
     _full_gradient,
-    _innermost_optimizer,
+    _loss_function,
+    _optimizer_chain,
     _rank,
     _sq_norm,
+    _stream_seeds,
     _untouched,
 )
 
@@ -35,19 +41,35 @@ class NoiseCollector:
     ----------
     model : torch.nn.Module
         The model being trained (plain, DDP-wrapped or compiled; hooks see the user's module).
-    optimizer : torch.optim.Optimizer or SAM-type wrapper
-        Its innermost base optimizer gets a step pre-hook.
+    optimizer : torch.optim.Optimizer or a wrapper of one
+        The torch optimizer inside gets a step pre-hook: wrappers are unwrapped (SAM-type
+        ``base_optimizer``; ``.optimizer`` of Lightning's ``LightningOptimizer``, Accelerate's
+        ``AcceleratedOptimizer`` and the like), in any nesting.
     store : path or NoiseStore
-        A path: a new store is created there with the chosen coordinates (``overwrite`` applies).
-        A NoiseStore writer: its coordinate map must be the one chosen here.
+        A path: a new store is created there with the chosen coordinates (``overwrite``
+        applies), or, with ``resume``, the run's own store is continued.  A NoiseStore writer:
+        its coordinate map must be the one chosen here.
     coordinates : int, "all" or sequence of (parameter name, flat index)
         See :func:`select_coordinates` (default: 10,000 random coordinates, stratified).
     reference : {"none", "exact", "batch"}
         How grad L(w_t) is obtained; see the module docstring for cost and bias.
-    reference_data : iterable of (inputs, targets) batches
-        The full data (``"exact"``) or a source of independent batches (``"batch"``, cycled).
+    reference_data
+        ``"exact"``: an iterable of batches, the full data (iterated once per recorded step).
+        ``"batch"``: a DataLoader over a map-style dataset (or such a dataset, with
+        ``reference_batch_size``), or a list of batches: at each recorded step a batch is drawn
+        at random, independently of other steps (see the module docstring).
     loss_fn : callable (outputs, targets) -> mean loss
-        Needed with a reference.
+        The loss of an ``(inputs, targets)`` batch: ``loss_fn(model(inputs), targets)``.
+    batch_loss : callable (module, batch) -> mean loss, optional
+        Instead of ``loss_fn``, for batches of another shape (a dict of a language model...);
+        the batch's size is the leading size of its first tensor.
+    reference_batch_size : int, optional
+        M for ``reference="batch"`` (default: the reference DataLoader's batch size).
+    reference_seed : int, optional
+        Seed of the reference stream: the randomness of reference passes (dropout masks, the
+        shuffling of a reference loader, the choice of reference batches) at step t is drawn
+        from (reference_seed, t) alone, never from training's generators.  Default: fresh
+        entropy; recorded in the store's attributes either way (a resumed run reads it there).
     every : int
         Record every ``every``-th optimizer step (the reference is computed only then).
     batch_size : int, optional
@@ -67,6 +89,13 @@ class NoiseCollector:
         Extra attributes stored with the run (dataset, model summary, ...).
     overwrite : bool
         Replace an existing store at ``store``.
+    resume : int or mapping, optional
+        Continue the run's own store at ``store`` after a restart from a checkpoint: the
+        collector's :meth:`state_dict` saved with that checkpoint, or the number of optimizer
+        steps the collector had seen when it was taken.  The store must record the same
+        coordinates, reference and ``every`` (an error names what differs); rows of later
+        steps (recorded after the checkpoint by the interrupted run) are dropped, and step
+        counting continues from the checkpoint.  ``None``: a new store.
     on_error : {"warn", "raise"}
         What a failure while recording (a full disk, a reference batch that does not fit the
         model) does.  ``"warn"`` (default): one RuntimeWarning, the hooks are removed, the rows
@@ -78,6 +107,12 @@ class NoiseCollector:
     Only rank 0 of a distributed job writes; other ranks hook nothing.  The gradient the hook
     sees under DDP is the all-reduced one; the reference runs on ``model.module`` over
     ``reference_data`` on rank 0 only.
+
+    ``optimizer.step(closure)`` (PyTorch Lightning's automatic optimization, LBFGS): the
+    gradient exists only once the closure has run, so the pre-hook hands the optimizer a
+    closure of ours that runs the user's and then records; an optimizer that evaluates the
+    closure several times per step (LBFGS) gets its first evaluation, at the step's starting
+    weights, recorded (with a warning).
     """
 
     def __init__(
@@ -90,30 +125,48 @@ class NoiseCollector:
         reference: Reference = "none",
         reference_data: Iterable | None = None,
         loss_fn: Callable | None = None,
+        batch_loss: Callable | None = None,
+        reference_batch_size: int | None = None,
+        reference_seed: int | None = None,
         every: int = 1,
         batch_size: int | None = None,
         scaler=None,
         seed: int = 0,
         attrs: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        resume: int | Mapping[str, Any] | None = None,
         on_error: Literal["warn", "raise"] = "warn",
     ):
+        # everything is checked before the store is touched: a constructor that fails
+        # leaves nothing behind
         if on_error not in ("warn", "raise"):
             raise SgnMemoryError(f"on_error must be 'warn' or 'raise'; got {on_error!r}.")
         self.on_error = on_error
         self.error: BaseException | None = None
         if reference not in _REFERENCES:
             raise SgnMemoryError(f"reference must be one of {_REFERENCES}; got {reference!r}.")
-        if reference != "none" and (reference_data is None or loss_fn is None):
-            raise SgnMemoryError(f"reference={reference!r} needs reference_data and loss_fn.")
+        if reference != "none" and (
+            reference_data is None or (loss_fn is None and batch_loss is None)
+        ):
+            raise SgnMemoryError(
+                f"reference={reference!r} needs reference_data and loss_fn (or batch_loss)."
+            )
         if int(every) < 1:
             raise SgnMemoryError(f"every must be a positive integer; got {every}.")
+        if resume is not None and overwrite:
+            raise SgnMemoryError("resume and overwrite exclude each other: choose one.")
         self.model = model
         self.module = _unwrap(model)
         self.optimizer = optimizer
+        self._target, self._sam_optimizer = _optimizer_chain(optimizer)
+        self._sam = self._sam_optimizer is not None
         self.reference = reference
         self.reference_data = reference_data
         self.loss_fn = loss_fn
+        self._loss_of = _loss_function(loss_fn, batch_loss)
+        self._source = (
+            _BatchSource(reference_data, reference_batch_size) if reference == "batch" else None
+        )
         self.every = int(every)
         self.batch_size = batch_size
         self.scaler = scaler
@@ -121,18 +174,24 @@ class NoiseCollector:
         self._skipped = math.nan  # skipped steps since the previous row (NaN: not known yet)
         self._params = _named_parameters(model)
         self._tensors = [p for _, p in self._params]
+        self._devices = _devices(self._tensors)
         self.rank = _rank()
         self.coordinates = select_coordinates(model, coordinates, seed=seed)
         self._gather = _Gather(self._params, self.coordinates)
         self._handles: list = []
-        self._batch_iter = None
-        self._loss = float("nan")
+        self._loss_sum, self._loss_count = 0.0, 0
         self._forwards = 0
-        self._in_reference = False
+        self._closure_calls: int | None = None  # this step's closure evaluations (None: no closure)
+        self._warned_closure = False
         self.steps_seen = 0
         self.rows_written = 0
         self._closed = False
-        self._sam = _innermost_optimizer(optimizer) is not optimizer
+        state = {"steps_seen": int(resume)} if isinstance(resume, int | np.integer) else resume
+        if state is not None:
+            self.steps_seen = int(state["steps_seen"])
+            scaler_state = state.get("scaler_state")
+            self._scaler_state = None if scaler_state is None else tuple(scaler_state)
+        self.reference_seed = None if reference == "none" else reference_seed
         # on CUDA, reference "none": copy rows to the host asynchronously (see _launch_copy)
         self._lagged = self._tensors[0].is_cuda and reference == "none"
         # CPU rows in the map's order are gathered straight into the store's buffer
@@ -148,53 +207,170 @@ class NoiseCollector:
         self.store = None
         if self.rank != 0:
             return
-        self.store = self._open_store(store, attrs, overwrite, seed, coordinates)
-        self._scalar_names = frozenset(self.store.scalar_names)  # others are not recorded
-        target = _innermost_optimizer(optimizer)
-        self._handles.append(target.register_step_pre_hook(self._pre_step))
-        self._handles.append(self.module.register_forward_pre_hook(self._count_forward))
+        created = isinstance(store, str | os.PathLike) and state is None
+        existed = created and os.path.lexists(store)
+        self.store = self._open_store(store, attrs, overwrite, seed, coordinates, state)
+        try:
+            self._scalar_names = frozenset(self.store.scalar_names)  # others are not recorded
+            self._handles.append(self._target.register_step_pre_hook(self._pre_step))
+            self._handles.append(self._target.register_step_post_hook(self._post_step))
+            self._handles.append(self.module.register_forward_pre_hook(self._count_forward))
+        except BaseException:
+            for h in self._handles:
+                h.remove()
+            self.store.close()
+            if created and not existed:  # ours, made a moment ago: leave nothing behind
+                shutil.rmtree(self.store.path, ignore_errors=True)
+            raise
 
     # -------------------------------------------------------------------- store
-    def _open_store(self, store, attrs, overwrite, seed, coordinates):
-        from ..store import DEFAULT_SCALARS, NoiseStore
-
-        meta = {
+    def _metadata(self, seed, coordinates) -> dict[str, Any]:
+        groups = self._target.param_groups
+        return {
             "reference": self.reference,
-            "reference_size": None,
+            "reference_size": None
+            if self._source is None or self._source.kind != "random_subset"
+            else int(self._source.size),
+            "reference_sampling": None
+            if self.reference == "none"
+            else "full_pass"
+            if self.reference == "exact"
+            else self._source.kind,
+            "reference_seed": self.reference_seed,
             "every": self.every,
             "batch_size": self.batch_size,
             "optimizer": type(self.optimizer).__name__,
-            "base_optimizer": type(_innermost_optimizer(self.optimizer)).__name__,
+            "base_optimizer": type(self._target).__name__,
+            "param_groups": len(groups),
             "coordinate_seed": seed,
             "coordinate_rule": "stratified random"
-            if isinstance(coordinates, (int, np.integer))
+            if isinstance(coordinates, int | np.integer)
             else str(coordinates)[:40],
             "model": type(self.module).__name__,
             "n_parameters": int(sum(p.numel() for p in self._tensors)),
             "torch": torch.__version__,
-            **dict(attrs or {}),
         }
-        if isinstance(store, (str, os.PathLike)):
+
+    def _open_store(self, store, attrs, overwrite, seed, coordinates, state):
+        from ..store import DEFAULT_SCALARS, NoiseStore
+
+        if state is not None:
+            return self._resume_store(store, attrs, seed, coordinates)
+        if self.reference != "none" and self.reference_seed is None:
+            self.reference_seed = secrets.randbits(63)
+        meta = {**self._metadata(seed, coordinates), **dict(attrs or {})}
+        if isinstance(store, str | os.PathLike):
+            groups = len(self._target.param_groups)
             return NoiseStore.create(
                 store,
                 coordinates=self.coordinates,
-                scalars=(*DEFAULT_SCALARS, "ref_loss", *(("gradient_scale",) if self._sam else ())),
+                scalars=(
+                    *DEFAULT_SCALARS,
+                    "ref_loss",
+                    *(("gradient_scale",) if self._sam else ()),
+                    *(f"lr.{i}" for i in range(1, groups)),  # every param group's rate
+                ),
                 protocol="trajectory",
                 attrs=meta,
                 overwrite=overwrite,
             )
+        self._check_same_coordinates(store)
+        store.update_attrs(**meta)
+        return store
+
+    def _check_same_coordinates(self, store) -> None:
         if not np.array_equal(
             store.coordinates.param_name, self.coordinates.param_name
         ) or not np.array_equal(store.coordinates.flat_index, self.coordinates.flat_index):
             raise SgnMemoryError(
-                "the given NoiseStore records other coordinates than the ones chosen here."
+                f"the NoiseStore {store.path} records other coordinates than the ones chosen here."
             )
-        store.update_attrs(**meta)
-        return store
+
+    def _resume_store(self, store, attrs, seed, coordinates):
+        from ..store import NoiseStore
+
+        if not isinstance(store, str | os.PathLike):
+            raise SgnMemoryError("resume needs the path of the run's store, not a NoiseStore.")
+        if not os.path.isdir(store):
+            raise SgnMemoryError(
+                f"cannot resume into {store}: there is no store there (resume=None starts one)."
+            )
+        existing = NoiseStore.open(store)
+        attrs_on_disk = existing.attrs
+        self._check_same_coordinates(existing)
+        for key, mine in (
+            ("protocol", "trajectory"),
+            ("reference", self.reference),
+            ("every", self.every),
+        ):
+            theirs = attrs_on_disk.get(key)
+            if theirs != mine:
+                raise SgnMemoryError(
+                    f"cannot resume into {store}: it was recorded with {key}={theirs!r}, this "
+                    f"collector has {key}={mine!r}."
+                )
+        if self.reference != "none":
+            recorded_seed = attrs_on_disk.get("reference_seed")
+            if self.reference_seed is not None and recorded_seed not in (None, self.reference_seed):
+                raise SgnMemoryError(
+                    f"cannot resume into {store}: it was recorded with reference_seed="
+                    f"{recorded_seed}, this collector has {self.reference_seed}."
+                )
+            if self.reference_seed is None:
+                self.reference_seed = (
+                    recorded_seed if recorded_seed is not None else secrets.randbits(63)
+                )
+        out = NoiseStore.resume(store, after_step=self.steps_seen)
+        try:
+            steps = out.steps
+            last = int(steps[-1]) if steps.size else 0
+            # the last step the interrupted run recorded at or before the checkpoint
+            expected = self.steps_seen - (self.steps_seen - 1) % self.every
+            if self.steps_seen >= 1 and last < expected:
+                warnings.warn(
+                    f"sgn_memory: {store} holds rows up to step {last} but the checkpoint is at "
+                    f"step {self.steps_seen}: the rows in between never reached the disk (call "
+                    "collector.state_dict(), which flushes, when saving a checkpoint); the "
+                    "store has a gap there.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            out.update_attrs(
+                **{
+                    "resumed_at": [*attrs_on_disk.get("resumed_at", []), self.steps_seen],
+                    "reference_seed": self.reference_seed,
+                    **dict(attrs or {}),
+                }
+            )
+        except BaseException:
+            out.close()
+            raise
+        self.rows_written = int(steps.size)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The collector's state for a training checkpoint; pass it back as ``resume=``.
+
+        Also flushes the store, so that every row recorded up to this step is on disk when
+        the checkpoint is: call it when the checkpoint is saved.
+        """
+        if self.store is not None and not self._closed and self.error is None:
+            try:
+                if self._pending is not None:
+                    self._finish_copy()
+                self.store.flush()
+            except Exception as exc:
+                self._fail(exc)
+        return {
+            "version": 1,
+            "steps_seen": self.steps_seen,
+            "scaler_state": None if self._scaler_state is None else list(self._scaler_state),
+            "reference_seed": self.reference_seed,
+        }
 
     # -------------------------------------------------------------------- hooks
     def _count_forward(self, module, args) -> None:
-        if self._in_reference:
+        if _REFERENCE_PASSES[0]:  # a reference pass of this or another collector
             return
         if module.training:
             self._forwards += 1
@@ -209,64 +385,116 @@ class NoiseCollector:
                         buf.copy_(p)
 
     def observe_loss(self, loss) -> None:
-        """Remember the minibatch loss of the coming step (stored with it)."""
-        self._loss = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        """Remember a minibatch loss of the coming step; the row stores the mean of the losses
+        observed since the previous step (the micro-batches of gradient accumulation)."""
+        self._loss_sum += float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        self._loss_count += 1
 
     def _reference(self):
         """(full gradient list, reference loss, reference size) at the current weights."""
-        self._in_reference = True
-        try:
-            with _untouched(self.module, _devices(self._tensors)):
-                if self.reference == "exact":
-                    return _full_gradient(
-                        self.module, self._tensors, self.loss_fn, self.reference_data
-                    )
-                if self._batch_iter is None:
-                    self._batch_iter = iter(self.reference_data)
-                try:
-                    batch = next(self._batch_iter)
-                except StopIteration:
-                    self._batch_iter = iter(self.reference_data)
-                    batch = next(self._batch_iter)
-                grads, loss, n = _batch_gradient(self.module, self._tensors, self.loss_fn, batch)
-                ref = [
-                    torch.zeros_like(p) if g is None else g
-                    for g, p in zip(grads, self._tensors, strict=True)
-                ]
-                return ref, loss, n
-        finally:
-            self._in_reference = False
+        torch_seed, choice_seed = _stream_seeds(self.reference_seed, self.steps_seen)
+        with _untouched(self.module, self._devices, seed=torch_seed):
+            if self.reference == "exact":
+                return _full_gradient(
+                    self.module, self._tensors, self._loss_of, self.reference_data
+                )
+            batch = self._source.draw(np.random.default_rng(choice_seed))
+            grads, loss, n = _batch_gradient(self.module, self._tensors, self._loss_of, batch)
+            ref = [
+                torch.zeros_like(p) if g is None else g
+                for g, p in zip(grads, self._tensors, strict=True)
+            ]
+            return ref, loss, n
 
-    def _pre_step(self, optimizer, args, kwargs) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        """A recording failure under on_error='warn': one warning, hooks off, rows kept."""
+        self.error = exc
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        with contextlib.suppress(Exception):
+            self.store.flush()
+        on_disk = "?"
+        with contextlib.suppress(Exception):
+            on_disk = self.store.n_complete
+        warnings.warn(
+            f"sgn_memory: recording stopped at optimizer step {self.steps_seen} "
+            f"({type(exc).__name__}: {exc}); training continues, the {on_disk} rows on disk "
+            "are kept.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _guarded(self, optimizer) -> None:
+        if self.error is not None or self._closed:
+            return
         try:
             self._record(optimizer)
         except Exception as exc:
             if self.on_error == "raise":
                 raise
-            self.error = exc
-            warnings.warn(
-                f"sgn_memory: recording stopped at optimizer step {self.steps_seen} "
-                f"({type(exc).__name__}: {exc}); training continues, the {self.rows_written} "
-                "rows recorded so far are kept.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            for h in self._handles:
-                h.remove()
-            self._handles.clear()
-            with contextlib.suppress(Exception):
-                self.store.flush()
+            self._fail(exc)
 
-    def _record(self, optimizer) -> None:
+    def _pre_step(self, optimizer, args, kwargs):
+        self._begin_step()
+        # torch passes step's own arguments, ``self`` first: (optimizer, closure) or
+        # (optimizer,) with closure= among the keywords
+        at = 1 if args and args[0] is optimizer else 0
+        closure = kwargs.get("closure")
+        if closure is None and len(args) > at and callable(args[at]):
+            closure = args[at]
+        if closure is None:
+            self._closure_calls = None
+            self._guarded(optimizer)
+            return None
+        # the gradient the update uses exists only once the closure has run: record then
+        self._closure_calls = 0
+
+        def closure_then_record():
+            result = closure()
+            self._closure_calls += 1
+            if self._closure_calls == 1:
+                self._guarded(optimizer)
+            return result
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_record}
+        return (*args[:at], closure_then_record, *args[at + 1 :]), kwargs
+
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        calls, self._closure_calls = self._closure_calls, None
+        if calls is None:
+            return
+        # whatever ran after the first evaluation belongs to this step, not the next one
+        self._forwards = 0
+        self._loss_sum, self._loss_count = 0.0, 0
+        if calls != 1 and not self._warned_closure:
+            self._warned_closure = True
+            what = (
+                "never evaluated the closure: its steps are not recorded"
+                if calls == 0
+                else f"evaluated the closure {calls} times in one step: rows record the first "
+                "evaluation, at the step's starting weights"
+            )
+            warnings.warn(
+                f"sgn_memory: {type(optimizer).__name__}.step(closure) {what}.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _begin_step(self) -> None:
         self.steps_seen += 1
-        forwards, self._forwards = self._forwards, 0
-        loss, self._loss = self._loss, float("nan")
         if self.scaler is not None and not self._lagged:
             self._skipped += self._skips_since_last_step()
+
+    def _record(self, optimizer) -> None:
+        forwards, self._forwards = self._forwards, 0
+        loss = self._loss_sum / self._loss_count if self._loss_count else math.nan
+        self._loss_sum, self._loss_count = 0.0, 0
         if (self.steps_seen - 1) % self.every:
             return
         grads = [p.grad for p in self._tensors]
-        scale = getattr(self.optimizer, "gradient_scale", None) if self._sam else None
+        scale = getattr(self._sam_optimizer, "gradient_scale", None) if self._sam else None
         if scale is not None:
             # StableSAM-type: the base step uses gamma * g_s; record the noise of g_s itself
             scale = float(scale)
@@ -276,7 +504,7 @@ class NoiseCollector:
             return
         scalars = {
             "loss": loss,
-            "lr": float(optimizer.param_groups[0].get("lr", float("nan"))),
+            **self._learning_rates(optimizer),
             "accumulation": float(forwards),
             "amp_scale": float(self.scaler.get_scale())
             if self.scaler is not None
@@ -330,6 +558,14 @@ class NoiseCollector:
             self.store.append(noise, step=self.steps_seen, scalars=scalars)
         self.rows_written += 1
 
+    @staticmethod
+    def _learning_rates(optimizer) -> dict[str, float]:
+        """``lr`` of the first param group, ``lr.i`` of group i (as a float: a tensor lr too)."""
+        return {
+            "lr" if i == 0 else f"lr.{i}": float(group.get("lr", math.nan))
+            for i, group in enumerate(optimizer.param_groups)
+        }
+
     def _skips_since_last_step(self) -> float:
         """Optimizer steps the GradScaler skipped since the previous optimizer step, from its
         public state (``state_dict``): after the previous step's own ``update()`` the growth
@@ -370,8 +606,12 @@ class NoiseCollector:
             scale = None if scale is None else scale.detach().to("cpu", non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        lr = float(optimizer.param_groups[0].get("lr", float("nan")))
-        scalars = {"loss": loss, "lr": lr, "accumulation": float(forwards), "skipped": float("nan")}
+        scalars = {
+            "loss": loss,
+            **self._learning_rates(optimizer),
+            "accumulation": float(forwards),
+            "skipped": float("nan"),
+        }
         if gradient_scale is not None:
             scalars["gradient_scale"] = gradient_scale
         scalars = {name: v for name, v in scalars.items() if name in self._scalar_names}

@@ -10,7 +10,14 @@ import torch
 
 from ..errors import SgnMemoryError
 from ._coordinates import _Gather, _named_parameters, _unwrap, select_coordinates
-from ._reference import _batch_gradient, _devices, _full_gradient, _sq_norm, _untouched
+from ._reference import (
+    _batch_gradient,
+    _devices,
+    _full_gradient,
+    _loss_function,
+    _sq_norm,
+    _untouched,
+)
 
 
 def probe_checkpoint(
@@ -39,6 +46,7 @@ def probe_checkpoint(
     if int(n_batches) < 1:
         raise SgnMemoryError(f"n_batches must be a positive integer; got {n_batches}.")
     module = _unwrap(model)
+    loss_of = _loss_function(loss_fn, None)
     params = _named_parameters(model)
     tensors = [p for _, p in params]
     coords = select_coordinates(model, coordinates, seed=seed)
@@ -57,7 +65,7 @@ def probe_checkpoint(
     try:
         with _untouched(module, _devices(tensors)):
             full, full_loss, size = _full_gradient(
-                module, tensors, loss_fn, loader if reference_data is None else reference_data
+                module, tensors, loss_of, loader if reference_data is None else reference_data
             )
             out.update_attrs(reference_size=int(size), full_loss=full_loss)
             ref = gather(full)
@@ -69,7 +77,7 @@ def probe_checkpoint(
                 except StopIteration:
                     it = iter(loader)
                     batch = next(it)
-                grads, loss, n = _batch_gradient(module, tensors, loss_fn, batch)
+                grads, loss, n = _batch_gradient(module, tensors, loss_of, batch)
                 noise_sq = _sq_norm(grads, full)
                 out.append(
                     gather(grads) - ref,

@@ -260,6 +260,67 @@ class NoiseStore:
         store._writer = _Writer(store, chunk_rows, int(max_pending_blocks), flush_interval)
         return store
 
+    @classmethod
+    def resume(
+        cls,
+        path,
+        *,
+        after_step: int,
+        max_pending_blocks: int = MAX_PENDING_BLOCKS,
+        flush_interval: float | None = _FLUSH_INTERVAL,
+    ) -> NoiseStore:
+        """Reopen an existing store for writing, keeping the rows of steps <= ``after_step``.
+
+        For a run restarted from a checkpoint taken at ``after_step``: rows the interrupted
+        run recorded after its checkpoint are dropped (the restarted run records those steps
+        again), and new rows are appended after the kept ones; their steps must be greater than
+        ``after_step``.  The caller checks that the run is the same one (coordinates,
+        reference, protocol); :class:`~sgn_memory.NoiseCollector` does (``resume=``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            An existing NoiseStore (validated as by :meth:`open`).
+        after_step : int
+            The training step of the checkpoint.
+        max_pending_blocks, flush_interval
+            As for :meth:`create`.
+
+        Notes
+        -----
+        Crash safety is that of :meth:`create`: ``n_complete`` is lowered to the kept rows
+        first (one atomic attribute write), so readers and a writer killed at any later moment
+        see only kept rows and rows written after them.  The chunk length ``chunk_rows`` is
+        the store's own.
+        """
+        reader = cls.open(path)
+        steps = reader.steps
+        if steps.size > 1 and not bool(np.all(np.diff(steps) > 0)):
+            raise InvalidStoreError(
+                f"{reader.path}: its steps do not strictly increase, so the rows after step "
+                f"{after_step} cannot be told apart; it cannot be resumed."
+            )
+        keep = int(np.searchsorted(steps, int(after_step), side="right"))
+        if not isinstance(max_pending_blocks, int | np.integer) or max_pending_blocks < 1:
+            raise SgnMemoryError(
+                f"max_pending_blocks must be a positive integer; got {max_pending_blocks!r}."
+            )
+        group = zarr.open_group(reader.path, mode="r+", zarr_format=3)
+        if keep < reader.n_complete:  # first: no reader ever sees a dropped row again
+            group.update_attributes({"n_complete": keep})
+        store = cls(reader.path, group, read_only=False)
+        store._noise = store._noise.with_config({"write_empty_chunks": True})
+        last = int(steps[keep - 1]) if keep else None
+        store._writer = _Writer(
+            store,
+            int(reader.attrs["chunk_rows"]),
+            int(max_pending_blocks),
+            flush_interval,
+            start=keep,
+            last_step=last,
+        )
+        return store
+
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
@@ -352,6 +413,15 @@ class NoiseStore:
                 f"step must be {'an int' if single else f'{r} ints, one per row'}; got "
                 f"{step!r:.60}."
             )
+        first = int(steps) if single else int(steps[0]) if r else None
+        if first is not None and (
+            (writer.last_step is not None and first <= writer.last_step)
+            or (not single and r > 1 and not bool(np.all(np.diff(steps) > 0)))
+        ):
+            raise SgnMemoryError(
+                f"steps must strictly increase; the last row appended has step "
+                f"{writer.last_step} and this call gives {steps.tolist()!s:.60}."
+            )
         values = []
         for name, value in (scalars or {}).items():
             i = self._scalar_index.get(name)
@@ -378,6 +448,8 @@ class NoiseStore:
             done += take
             if block.n == writer.capacity():
                 writer.hand_off()
+        if r:
+            writer.last_step = int(steps) if single else int(steps[-1])
         if (
             writer.flush_interval is not None
             and time.monotonic() - writer.last_handoff > writer.flush_interval
@@ -390,9 +462,15 @@ class NoiseStore:
         ours and passes a known step and known scalar names)."""
         writer = self._writer_or_raise()
         writer.raise_error()
+        if writer.last_step is not None and step <= writer.last_step:
+            raise SgnMemoryError(
+                f"steps must strictly increase; the last row appended has step "
+                f"{writer.last_step} and this row {step}."
+            )
         block = writer.block
         i = block.n
         fill(block.noise[i])
+        writer.last_step = step
         block.steps[i] = step
         index = self._scalar_index
         for name, value in scalars.items():

@@ -35,7 +35,15 @@ _LIVE_WRITERS: set[_Writer] = set()
 class _Writer:
     """Buffers of the writing NoiseStore and its one background thread."""
 
-    def __init__(self, store: NoiseStore, chunk_rows: int, max_pending: int, flush_interval):
+    def __init__(
+        self,
+        store: NoiseStore,
+        chunk_rows: int,
+        max_pending: int,
+        flush_interval,
+        start: int = 0,
+        last_step: int | None = None,
+    ):
         self.path = store.path
         self.group = store._group
         self.noise, self.steps = store._noise, store._steps
@@ -47,13 +55,16 @@ class _Writer:
         self.row_chunk = store._steps.chunks[0]
         self.n_coords = store.n_coords
         self.flush_interval = flush_interval
-        self.n_rows = 0  # rows the arrays have on disk (grown by the thread)
-        self.n_complete = 0  # rows written and recorded in the attributes (set by the thread)
+        # rows the arrays have on disk (grown by the thread): the shortest row array, since a
+        # writer killed while growing them may have left them of different lengths
+        self.n_rows = min(int(a.shape[0]) for a in self.row_arrays)
+        self.n_complete = start  # rows written and recorded in the attributes (set by the thread)
+        self.last_step = last_step  # step of the last row appended: steps strictly increase
         self.error: BaseException | None = None
         self.error_reported = False
         self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self.free: list[_Block] = []  # written blocks handed back for reuse (no page faults)
-        self.block = self._new_block(0)
+        self.block = self._new_block(start)
         self.last_handoff = time.monotonic()
         self.thread = threading.Thread(
             target=self._run, name=f"NoiseStore writer {self.path}", daemon=True
