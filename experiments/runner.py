@@ -145,7 +145,14 @@ def run_one(spec: RunSpec, run_dir: Path, *, device: torch.device, progress=None
         rho=s["rho"],
         **s["optimizer_kwargs"],
     )
-    reference = list(full_batches(_head(data, s["reference_samples"]), s["reference_batch"]))
+    head = _head(data, s["reference_samples"])
+    reference = list(full_batches(head, s["reference_batch"]))  # exact passes (and the probes)
+    if s["reference"] == "batch":
+        # a batch of M samples drawn afresh at every step (the collector's reference stream);
+        # the list above would be taken one batch per step, repeating every N / M steps
+        trajectory_reference = torch.utils.data.TensorDataset(head.x_train, head.y_train)
+    else:
+        trajectory_reference = reference
     k = min(int(s["coordinates"]), n_params)
     attrs = {
         "experiment": {"group": spec.group, "seed": spec.seed, "settings": s},
@@ -171,7 +178,9 @@ def run_one(spec: RunSpec, run_dir: Path, *, device: torch.device, progress=None
                     run_dir / "trajectory",
                     coordinates=k,
                     reference=s["reference"],
-                    reference_data=reference,
+                    reference_data=trajectory_reference,
+                    reference_batch_size=s["reference_batch"],
+                    reference_seed=spec.seed,
                     loss_fn=loss_fn,
                     every=s["every"],
                     batch_size=s["batch_size"],

@@ -159,11 +159,17 @@ class _BatchSource:
         self.data = data
         self._iter = None
         self.size = batch_size
-        dataset = data.dataset if isinstance(data, DataLoader) else data
-        if isinstance(dataset, Dataset) and not isinstance(dataset, IterableDataset):
+        loader = isinstance(data, DataLoader)
+        dataset = data.dataset if loader else data
+        map_style = not isinstance(dataset, IterableDataset) and (
+            isinstance(dataset, Dataset)
+            # a DataLoader takes any sequence of samples as its dataset (a list of dicts...)
+            or (loader and hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"))
+        )
+        if map_style:
             self.kind = "random_subset"
             self.dataset = dataset
-            if isinstance(data, DataLoader):
+            if loader:
                 self.collate = data.collate_fn
                 self.size = batch_size or data.batch_size
                 sampler = type(data.sampler).__name__

@@ -1,0 +1,352 @@
+"""The collector inside real training frameworks: a PyTorch Lightning Trainer (automatic
+optimization with clipping and accumulation, manual optimization, DDP on 2 CPU processes,
+resume from a Lightning checkpoint after SIGKILL) and the Hugging Face Trainer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pl = pytest.importorskip("pytorch_lightning")
+
+from sgn_memory.integrations.lightning import NoiseCallback  # noqa: E402
+from sgn_memory.store import NoiseStore  # noqa: E402
+
+LOSS = torch.nn.functional.mse_loss
+
+
+def _data(n=96, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.randn(d, 1, generator=g) + 0.3 * torch.randn(n, 1, generator=g)
+    return torch.utils.data.TensorDataset(x, y)
+
+
+class Regression(pl.LightningModule):
+    def __init__(self, manual=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+        )
+        self.automatic_optimization = not manual
+        self.losses = []
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = LOSS(self(x), y)
+        self.losses.append(float(loss.detach()))
+        if not self.automatic_optimization:
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            return None
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+class Truth(pl.Callback):
+    """What the update used: the weights before each optimizer step (step pre-hook) and the
+    gradient the step applied (step post-hook: SGD leaves .grad as it used it)."""
+
+    def __init__(self, data):
+        self.data, self.grads, self.noise = data, [], []
+
+    def on_train_start(self, trainer, pl_module):
+        opt = trainer.optimizers[0]
+        opt.register_step_pre_hook(self._pre)
+        opt.register_step_post_hook(self._post)
+        self.module = pl_module
+
+    def _pre(self, opt, args, kwargs):
+        self.weights = {k: v.detach().clone() for k, v in self.module.net.state_dict().items()}
+
+    @torch.enable_grad()
+    def _post(self, opt, args, kwargs):
+        g = torch.cat([p.grad.reshape(-1) for p in self.module.parameters()]).numpy().copy()
+        clone = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        clone.load_state_dict(self.weights)
+        x, y = self.data.tensors
+        LOSS(clone(x), y).backward()
+        full = torch.cat([p.grad.reshape(-1) for p in clone.parameters()]).numpy()
+        self.grads.append(g)
+        self.noise.append(g - full)
+
+
+def _trainer(tmp_path, callbacks, **kwargs):
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
+
+
+def test_lightning_automatic_optimization_with_clipping_and_accumulation(tmp_path):
+    """Lightning steps with optimizer.step(closure) and clips inside the closure: the rows are
+    the accumulated, clipped gradient of each step minus the exact gradient at that step's
+    weights (before the closure fix: the previous step's gradient, row 1 all -grad L)."""
+    data = _data()
+    truth = Truth(data)
+    callback = NoiseCallback(
+        tmp_path / "run",
+        coordinates="all",
+        reference="exact",
+        reference_data=[data.tensors],
+        loss_fn=LOSS,
+        batch_size=8,
+    )
+    model = Regression()
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    trainer = _trainer(
+        tmp_path,
+        [truth, callback],
+        max_epochs=2,
+        accumulate_grad_batches=3,
+        gradient_clip_val=0.05,
+    )
+    trainer.fit(model, loader)
+    store = NoiseStore.open(tmp_path / "run")
+    assert store.n_complete == trainer.global_step == 8  # 2 epochs x 12 batches / 3
+    np.testing.assert_array_equal(store.steps, np.arange(1, 9))
+    np.testing.assert_allclose(store.read_noise(), np.array(truth.noise), rtol=1e-4, atol=1e-6)
+    assert max(np.linalg.norm(g) for g in truth.grads) <= 0.05 * (1 + 1e-5)  # clipping ran
+    np.testing.assert_array_equal(store.scalar("accumulation"), 3)
+    losses = np.array(model.losses).reshape(8, 3).mean(axis=1)
+    np.testing.assert_allclose(store.scalar("loss"), losses, rtol=1e-6)
+    attrs = store.attrs
+    assert attrs["framework"] == "pytorch_lightning" and attrs["accumulate_grad_batches"] == 3
+    assert attrs["gradient_clip_val"] == 0.05 and attrs["base_optimizer"] == "SGD"
+
+
+def test_lightning_manual_optimization(tmp_path):
+    data = _data()
+    truth = Truth(data)
+    callback = NoiseCallback(tmp_path / "run", coordinates="all")
+    trainer = _trainer(tmp_path, [truth, callback], max_steps=5)
+    trainer.fit(Regression(manual=True), torch.utils.data.DataLoader(data, batch_size=8))
+    store = NoiseStore.open(tmp_path / "run")
+    assert store.n_complete == 5
+    np.testing.assert_array_equal(store.read_noise(), np.array(truth.grads, dtype=np.float32))
+    np.testing.assert_array_equal(store.scalar("accumulation"), 1)
+
+
+_RESUME = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch, pytorch_lightning as pl
+    from sgn_memory.integrations.lightning import NoiseCallback
+
+    root, kill_at, ckpt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 6, generator=g)
+    y = x[:, :1] * 2 + 0.1 * torch.randn(60, 1, generator=g)
+    data = torch.utils.data.TensorDataset(x, y)
+
+    class M(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(),
+                                           torch.nn.Linear(8, 1))
+        def forward(self, x):  # the reference pass calls loss_fn(module(inputs), targets)
+            return self.net(x)
+        def training_step(self, batch, i):
+            return torch.nn.functional.mse_loss(self(batch[0]), batch[1])
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    class Kill(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    noise = NoiseCallback(os.path.join(root, "store"), coordinates=30, reference="batch",
+                          reference_data=data, reference_batch_size=20,
+                          loss_fn=torch.nn.functional.mse_loss, reference_seed=3)
+    saver = pl.callbacks.ModelCheckpoint(dirpath=os.path.join(root, "ckpt"), save_last=True,
+                                         save_top_k=-1, every_n_epochs=1)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=4, callbacks=[noise, saver, Kill()],
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=root)
+    trainer.fit(M(), torch.utils.data.DataLoader(data, batch_size=12),
+                ckpt_path=None if ckpt == "-" else ckpt)
+    """
+)
+
+
+def _lightning_script(tmp_path, name, kill_at, ckpt="-"):
+    root = tmp_path / name
+    root.mkdir(exist_ok=True)
+    script = tmp_path / "fit.py"
+    script.write_text(_RESUME)
+    return subprocess.run(
+        [sys.executable, str(script), str(root), str(kill_at), ckpt],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_lightning_resume_from_checkpoint_after_sigkill(tmp_path):
+    """Killed at step 13 (epochs of 5 steps, checkpoints at their ends): trainer.fit(
+    ckpt_path=last.ckpt) restores the callback's state and the collector resumes the store,
+    dropping rows after step 10; the final store equals an uninterrupted run's bitwise."""
+    whole = _lightning_script(tmp_path, "whole", -1)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = _lightning_script(tmp_path, "killed", 13)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    last = tmp_path / "killed" / "ckpt" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 10
+    resumed = _lightning_script(tmp_path, "killed", -1, str(last))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = NoiseStore.open(tmp_path / "whole" / "store")
+    b = NoiseStore.open(tmp_path / "killed" / "store")
+    np.testing.assert_array_equal(a.steps, np.arange(1, 21))
+    np.testing.assert_array_equal(b.steps, a.steps)
+    np.testing.assert_array_equal(b.read_noise(), a.read_noise())
+    for name in a.scalar_names:
+        np.testing.assert_array_equal(b.scalar(name), a.scalar(name), err_msg=name)
+    assert b.attrs["resumed_at"] == [10]
+
+
+_DDP = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import torch, pytorch_lightning as pl
+    from sgn_memory.integrations.lightning import NoiseCallback
+
+    root = sys.argv[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=g)
+    y = x[:, :1] + 0.1 * torch.randn(64, 1, generator=g)
+    data = torch.utils.data.TensorDataset(x, y)
+
+    class M(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Linear(6, 1)
+        def training_step(self, batch, i):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class Grads(pl.Callback):
+        def on_train_start(self, trainer, module):
+            self.rows = []
+            trainer.optimizers[0].register_step_post_hook(lambda *a: self.rows.append(
+                torch.cat([p.grad.reshape(-1) for p in module.parameters()]).numpy().copy()))
+        def on_train_end(self, trainer, module):
+            np.save(os.path.join(root, f"grads{trainer.global_rank}.npy"), np.array(self.rows))
+
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=6,
+                         callbacks=[NoiseCallback(os.path.join(root, "store"), coordinates="all"),
+                                    Grads()],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=root)
+    trainer.fit(M(), torch.utils.data.DataLoader(data, batch_size=8, shuffle=True))
+    """
+)
+
+
+def test_lightning_ddp_two_processes_rank0_writes_the_all_reduced_gradient(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    store = NoiseStore.open(tmp_path / "store")
+    g0, g1 = np.load(tmp_path / "grads0.npy"), np.load(tmp_path / "grads1.npy")
+    assert store.n_complete == 6 == len(g0)
+    np.testing.assert_array_equal(g0, g1)  # DDP: every rank holds the all-reduced gradient
+    np.testing.assert_array_equal(store.read_noise(), g0.astype(np.float32))
+    assert store.attrs["world_size"] == 2
+
+
+def test_huggingface_trainer_with_accumulation_and_clipping(tmp_path):
+    """A tiny GPT-2 built from its config (no download) under transformers.Trainer with
+    gradient accumulation and clipping: one row per optimizer step, the gradient the step
+    applied."""
+    transformers = pytest.importorskip("transformers")
+    from sgn_memory.integrations.huggingface import NoiseTrainerCallback
+
+    config = transformers.GPT2Config(
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        vocab_size=32,
+        n_positions=16,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 32, (48, 12), generator=g)
+
+    class Tokens(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(tokens)
+
+        def __getitem__(self, i):
+            return {"input_ids": tokens[i], "labels": tokens[i]}
+
+    class Truth(transformers.TrainerCallback):
+        def __init__(self):
+            self.grads = []
+
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kw):
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer.optimizer.register_step_post_hook(
+                lambda *a: self.grads.append(
+                    torch.cat([p.grad.reshape(-1) for p in params]).numpy().copy()
+                )
+            )
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_grad_norm=0.5,
+        max_steps=5,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    truth = Truth()
+    callback = NoiseTrainerCallback(tmp_path / "run", coordinates="all")
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=Tokens(), callbacks=[truth, callback]
+    )
+    trainer.train()
+    store = NoiseStore.open(tmp_path / "run")
+    assert store.n_complete == 5 == len(truth.grads)
+    np.testing.assert_array_equal(store.read_noise(), np.array(truth.grads, dtype=np.float32))
+    assert max(np.linalg.norm(gr) for gr in truth.grads) <= 0.5 * (1 + 1e-4)
+    np.testing.assert_array_equal(store.scalar("accumulation"), 2)
+    assert store.attrs["framework"] == "transformers"
+    assert store.attrs["base_optimizer"] == "AdamW"
