@@ -322,3 +322,18 @@ def test_epoch_model_bridges_and_its_hurst_deficit():
     h_ep = sgn.hurst_whittle(epoch_sampling_noise(1200, 80, 1500, 200, rng=2)).hurst
     assert abs(np.median(h_iid) - 0.5) < 0.01
     assert np.median(h_ep) < 0.43
+
+
+def test_batch_reference_runs_draw_a_fresh_batch_per_step_and_probe_exactly(tmp_path):
+    """reference = "batch": the trajectory reference is M samples drawn afresh per step (the
+    store says so), the checkpoint probe still uses the exact full gradient over the data."""
+    path = tiny_toml(tmp_path, '[[group]]\nname = "g"\nreference = "batch"\nreference_batch = 64\n')
+    assert main([str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    spec = load_config(str(path)).runs[0]
+    run = tmp_path / "out" / "runs" / spec.run_id
+    trajectory = NoiseStore.open(run / "trajectory").attrs
+    assert trajectory["reference"] == "batch" and trajectory["reference_size"] == 64
+    assert trajectory["reference_sampling"] == "random_subset"
+    assert trajectory["reference_seed"] == spec.seed
+    probe = NoiseStore.open(run / f"probe-step{STEPS:06d}").attrs
+    assert probe["reference"] == "exact" and probe["reference_size"] == 512

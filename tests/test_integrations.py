@@ -350,3 +350,101 @@ def test_huggingface_trainer_with_accumulation_and_clipping(tmp_path):
     np.testing.assert_array_equal(store.scalar("accumulation"), 2)
     assert store.attrs["framework"] == "transformers"
     assert store.attrs["base_optimizer"] == "AdamW"
+
+
+def test_lightning_mixed_precision_with_a_grad_scaler(tmp_path):
+    """16-bit AMP with a GradScaler (the precision plugin's; Lightning gives none on the CPU,
+    so it is passed explicitly): rows hold the unscaled gradient the update used (close to a
+    float32 brute force, not 1024 times it), the scale is stored, the loss column is the
+    unscaled minibatch loss."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    data = _data(n=64)
+    truth = Truth(data)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    model = Regression()
+    trainer = _trainer(
+        tmp_path,
+        [truth, NoiseCallback(tmp_path / "run", coordinates="all")],
+        max_steps=4,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+    )
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
+    store = NoiseStore.open(tmp_path / "run")
+    assert store.n_complete == 4
+    np.testing.assert_array_equal(store.read_noise(), np.array(truth.grads, dtype=np.float32))
+    np.testing.assert_array_equal(store.scalar("amp_scale"), 1024.0)
+    np.testing.assert_allclose(store.scalar("loss"), model.losses, rtol=1e-6)
+    # step 1 at the initial weights, on the first batch: the float32 gradient
+    clone = Regression()
+    x, y = data.tensors
+    LOSS(clone(x[:8]), y[:8]).backward()
+    g = torch.cat([p.grad.reshape(-1) for p in clone.parameters()]).numpy()
+    np.testing.assert_allclose(store.read_noise()[0], g, rtol=2e-2, atol=2e-3)
+
+
+_HF = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch, transformers
+    from sgn_memory.integrations.huggingface import NoiseTrainerCallback
+
+    root, kill_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=32,
+                                     n_positions=16)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)  # dropout on: reference passes draw masks
+    tokens = torch.randint(0, 32, (64, 12), generator=torch.Generator().manual_seed(1))
+    train_set = [{"input_ids": t, "labels": t} for t in tokens]
+
+    class Kill(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    args = transformers.TrainingArguments(
+        output_dir=os.path.join(root, "out"), per_device_train_batch_size=4, max_steps=10,
+        save_steps=4, save_strategy="steps", learning_rate=1e-3, report_to=[], use_cpu=True,
+        disable_tqdm=True, seed=3)
+    noise = NoiseTrainerCallback(
+        os.path.join(root, "store"), coordinates=300, reference="batch", reference_seed=9,
+        reference_data=torch.utils.data.DataLoader(train_set, batch_size=16))
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=train_set,
+                                   callbacks=[noise, Kill()])
+    trainer.train(resume_from_checkpoint=None if resume == "-" else resume)
+    """
+)
+
+
+def test_huggingface_resume_from_checkpoint_after_sigkill(tmp_path):
+    """Killed at step 6 (checkpoints every 4 steps): trainer.train(resume_from_checkpoint=
+    checkpoint-4) resumes the store at global step 4; the final store equals an uninterrupted
+    run's bitwise (batch reference with dropout: the reference stream is keyed by step)."""
+    pytest.importorskip("transformers")
+    script = tmp_path / "hf.py"
+    script.write_text(_HF)
+
+    def run(name, kill_at, resume="-"):
+        (tmp_path / name).mkdir(exist_ok=True)
+        return subprocess.run(
+            [sys.executable, str(script), str(tmp_path / name), str(kill_at), resume],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    whole = run("whole", -1)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = run("killed", 6)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert NoiseStore.open(tmp_path / "killed" / "store").steps[-1] >= 4
+    resumed = run("killed", -1, str(tmp_path / "killed" / "out" / "checkpoint-4"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = NoiseStore.open(tmp_path / "whole" / "store")
+    b = NoiseStore.open(tmp_path / "killed" / "store")
+    np.testing.assert_array_equal(a.steps, np.arange(1, 11))
+    np.testing.assert_array_equal(b.steps, a.steps)
+    np.testing.assert_array_equal(b.read_noise(), a.read_noise())
+    for name in ("lr", "grad_norm_sq", "noise_norm_sq", "accumulation"):
+        np.testing.assert_array_equal(b.scalar(name), a.scalar(name), err_msg=name)
+    assert b.attrs["resumed_at"] == [4]
