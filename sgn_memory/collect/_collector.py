@@ -360,6 +360,8 @@ class NoiseCollector:
                     self._finish_copy()
                 self.store.flush()
             except Exception as exc:
+                if self.on_error == "raise":
+                    raise
                 self._fail(exc)
         return {
             "version": 1,

@@ -178,7 +178,7 @@ class _BatchSource:
                         f"sgn_memory: the reference batch is drawn uniformly from the reference "
                         f"loader's dataset, not through its {sampler}.",
                         RuntimeWarning,
-                        stacklevel=4,
+                        stacklevel=3,
                     )
             else:
                 from torch.utils.data import default_collate
@@ -208,7 +208,7 @@ class _BatchSource:
                 "noise gets that cycle's anti-persistence.  Pass a DataLoader over a map-style "
                 "dataset, or a list of batches, to have a batch drawn at random at each step.",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
 
     def draw(self, rng: np.random.Generator):
