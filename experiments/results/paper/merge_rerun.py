@@ -57,9 +57,9 @@ def main(argv: list[str]) -> int:
         [old[(keep["_merge"] == "left_only").to_numpy()], new[old.columns]], ignore_index=True
     )
     order = {rid: i for i, rid in enumerate(dict.fromkeys(old["run_id"]))}
-    merged = merged.sort_values(
-        ["run_id", "store"], key=lambda c: c.map(order) if c.name == "run_id" else c
-    ).reset_index(drop=True)
+    # the committed order: runs as before, trajectory first
+    rank = merged["run_id"].map(order) * 2 + merged["store"].ne("trajectory").astype(int)
+    merged = merged.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
     merged.to_csv(HERE / "results.csv", index=False, float_format="%.6g")
     summary = summarise(merged)
     summary.to_csv(HERE / "summary.csv", index=False, float_format="%.6g")
