@@ -513,3 +513,160 @@ def test_resume_refuses_another_run_and_warns_of_a_gap(tmp_path):
     json.dumps(state)  # the state is plain JSON: any checkpoint format can hold it
     assert os.path.isdir(tmp_path / "run")
     warnings.simplefilter("default")
+
+
+# ------------------------------------------------------- what a review found (2026-12-01)
+class _Augmented(torch.utils.data.Dataset):
+    """Augmentation from Python's random and NumPy's global generator (albumentations-style)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        import random
+
+        scale = 1.0 + 0.1 * random.random() + 0.1 * float(np.random.rand())  # noqa: NPY002
+        return self.x[i] * scale, self.y[i]
+
+
+def test_reference_passes_leave_python_numpy_rng_and_every_buffer_untouched(tmp_path):
+    """Training whose augmentation draws from random / np.random, a spectral-norm layer (its
+    power-iteration buffers move in every training-mode forward), a batch reference over the
+    same augmented dataset: parameters and buffers bitwise those of a run without the
+    collector, and the Python and NumPy generators end where they would."""
+    import random
+
+    x, y = _regression(n=64, d=4)
+
+    def run(with_collector):
+        random.seed(0)
+        np.random.seed(0)  # noqa: NPY002
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.utils.parametrizations.spectral_norm(torch.nn.Linear(4, 6)),
+            torch.nn.Tanh(),
+            torch.nn.Linear(6, 1),
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        data = _Augmented(x, y)
+        loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+        collector = None
+        if with_collector:
+            collector = NoiseCollector(
+                model,
+                opt,
+                tmp_path / "run",
+                coordinates=10,
+                reference="batch",
+                reference_data=data,
+                reference_batch_size=16,
+                loss_fn=LOSS,
+                reference_seed=1,
+            )
+        for xb, yb in loader:
+            opt.zero_grad()
+            LOSS(model(xb), yb).backward()
+            opt.step()
+        if collector is not None:
+            collector.close()
+        return model.state_dict(), random.random(), float(np.random.rand())  # noqa: NPY002
+
+    plain, watched = run(False), run(True)
+    for name, value in plain[0].items():
+        assert torch.equal(value, watched[0][name]), name
+    assert plain[1:] == watched[1:]
+    assert NoiseStore.open(tmp_path / "run").n_complete == 8
+
+
+def test_a_skipped_amp_step_does_not_lend_its_loss_and_forwards_to_the_next_row(tmp_path):
+    """The GradScaler skips iteration 2 (inf loss): row 2 (the next step) would have averaged
+    the skipped iteration's observed loss and counted its forward; those are NaN instead."""
+    x, y = _regression()
+    model = torch.nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    collector = NoiseCollector(model, opt, tmp_path / "run", coordinates=3, scaler=scaler)
+    for it in range(4):
+        opt.zero_grad()
+        loss = LOSS(model(x), y) * (float("inf") if it == 1 else 1.0)
+        collector.observe_loss(100.0 + it)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    collector.close()
+    store = NoiseStore.open(tmp_path / "run")
+    np.testing.assert_array_equal(store.steps, [1, 2, 3])
+    np.testing.assert_array_equal(store.scalar("skipped"), [np.nan, 1, 0])
+    np.testing.assert_array_equal(store.scalar("loss"), [100, np.nan, 103])
+    np.testing.assert_array_equal(store.scalar("accumulation"), [1, np.nan, 1])
+
+
+def test_after_a_recording_failure_steps_are_still_counted_for_resume(tmp_path):
+    x, y = _regression()
+    model = torch.nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    collector = NoiseCollector(
+        model,
+        opt,
+        tmp_path / "run",
+        coordinates=3,
+        reference="exact",
+        reference_data=[(x, y)],
+        loss_fn=LOSS,
+    )
+    with pytest.warns(RuntimeWarning, match="recording stopped at optimizer step 3"):
+        for step in range(6):
+            if step == 2:
+                collector.reference_data = [(torch.randn(4, 2), y[:4])]  # a batch that fails
+            opt.zero_grad()
+            LOSS(model(x), y).backward()
+            opt.step()
+    assert collector.state_dict()["steps_seen"] == 6
+    assert len(opt._optimizer_step_pre_hooks) == 1  # counting only
+    collector.close()
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+    np.testing.assert_array_equal(NoiseStore.open(tmp_path / "run").steps, [1, 2])
+
+
+def test_resume_takes_no_bool_and_restores_the_skip_count(tmp_path):
+    x, y = _regression()
+    model = torch.nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+
+    def steps(collector, n):
+        for _ in range(n):
+            opt.zero_grad()
+            scaler.scale(LOSS(model(x), y)).backward()
+            scaler.step(opt)
+            scaler.update()
+
+    collector = NoiseCollector(model, opt, tmp_path / "run", coordinates=3, scaler=scaler)
+    steps(collector, 3)
+    state = collector.state_dict()
+    collector.close()
+    for bad in (False, True, "yes"):
+        with pytest.raises(SgnMemoryError, match="resume must be None"):
+            NoiseCollector(model, opt, tmp_path / "run", coordinates=3, resume=bad)
+    assert NoiseStore.open(tmp_path / "run").n_complete == 3  # nothing was dropped
+    again = NoiseCollector(model, opt, tmp_path / "run", coordinates=3, scaler=scaler, resume=state)
+    steps(again, 2)
+    again.close()
+    np.testing.assert_array_equal(
+        NoiseStore.open(tmp_path / "run").scalar("skipped"), [np.nan, 0, 0, 0, 0]
+    )
+
+
+def test_a_store_still_being_written_in_this_process_is_refused(tmp_path):
+    model = torch.nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    first = NoiseCollector(model, opt, tmp_path / "run", coordinates=3)
+    with pytest.raises(SgnMemoryError, match="open for writing in this process"):
+        NoiseCollector(model, opt, tmp_path / "run", coordinates=3, resume=0)
+    with pytest.raises(SgnMemoryError, match="open for writing in this process"):
+        NoiseCollector(model, opt, tmp_path / "run", coordinates=3, overwrite=True)
+    first.close()
+    NoiseCollector(model, opt, tmp_path / "run", coordinates=3, overwrite=True).close()

@@ -4,6 +4,7 @@ resume from a Lightning checkpoint after SIGKILL) and the Hugging Face Trainer."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -448,3 +449,37 @@ def test_huggingface_resume_from_checkpoint_after_sigkill(tmp_path):
     for name in ("lr", "grad_norm_sq", "noise_norm_sq", "accumulation"):
         np.testing.assert_array_equal(b.scalar(name), a.scalar(name), err_msg=name)
     assert b.attrs["resumed_at"] == [4]
+    # the collector's own state went into the checkpoint folder (its step count, not the
+    # Trainer's global step, which counts skipped fp16 steps too)
+    saved = json.loads(
+        (tmp_path / "killed" / "out" / "checkpoint-4" / "sgn_collector.json").read_text()
+    )
+    assert saved["steps_seen"] == 4
+    assert "sgn_collector.json is missing" not in resumed.stderr
+
+
+def test_two_lightning_callbacks_in_one_trainer(tmp_path):
+    """Each NoiseCallback has its own state key (store, optimizer): two can share a Trainer and
+    its checkpoints (before: "Found more than one stateful callback of type NoiseCallback")."""
+    data = _data()
+    a = NoiseCallback(tmp_path / "a", coordinates=5)
+    b = NoiseCallback(tmp_path / "b", coordinates="all")
+    assert a.state_key != b.state_key
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        callbacks=[a, b],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(Regression(), torch.utils.data.DataLoader(data, batch_size=8))
+    trainer.save_checkpoint(tmp_path / "both.ckpt")
+    states = torch.load(tmp_path / "both.ckpt", weights_only=True)["callbacks"]
+    assert {k for k in states if "NoiseCallback" in k} == {a.state_key, b.state_key}
+    assert (
+        NoiseStore.open(tmp_path / "a").n_complete
+        == NoiseStore.open(tmp_path / "b").n_complete
+        == 3
+    )

@@ -45,11 +45,13 @@ References for grad L(w_t) (``reference=``):
     moving full gradient, which biases memory estimates upward: subtract a reference first.
 
 Invisibility: reference passes use ``torch.autograd.grad`` (``.grad`` is never touched), restore
-every BatchNorm running statistic, never run the DDP wrapper (the reference uses
-``model.module``), and draw their randomness (dropout masks, a reference loader's shuffling, the
-choice of the reference batch) from a stream of their own: at step t it is seeded from
-(``reference_seed``, t) alone, recorded in the store, so a resumed run draws what the
-uninterrupted one drew.  Training's generators are saved and restored bitwise around each pass
+every buffer of the model (BatchNorm's running statistics, spectral norm's power-iteration
+vectors, ...), never run the DDP wrapper (the reference uses ``model.module``), and draw their
+randomness (dropout masks, a reference loader's shuffling, the choice of the reference batch,
+augmentation from torch, Python's ``random`` or NumPy's global generator) from a stream of their
+own: at step t it is seeded from (``reference_seed``, t) alone, recorded in the store, so a
+resumed run draws what the uninterrupted one drew.  Training's generators (torch CPU and CUDA,
+``random``, ``np.random``) are saved and restored bitwise around each pass
 (``torch.random.fork_rng`` alone would not do: inside it a pass replays the numbers training
 draws next, so an "independent" reference batch of a shuffled loader is training's batch one
 epoch later, and reference dropout masks are the next training step's).  With the collector

@@ -82,7 +82,10 @@ class NoiseCollector:
         resets the growth tracker; a taken step advances the tracker).  NaN on the first row,
         when the scaler's state changed otherwise (loaded, edited), and on the asynchronous CUDA
         path (reference "none" on a GPU), which never waits for the device; on other GPU paths
-        reading the state waits for the device once per optimizer step.
+        reading the state waits for the device once per optimizer step.  A row that follows
+        skipped iterations has NaN ``loss`` and ``accumulation``: the skipped iterations'
+        observed losses and forward passes are mixed into its counters and cannot be told
+        apart.
     seed : int
         Seed of the coordinate subset.
     attrs : mapping
@@ -98,9 +101,11 @@ class NoiseCollector:
         counting continues from the checkpoint.  ``None``: a new store.
     on_error : {"warn", "raise"}
         What a failure while recording (a full disk, a reference batch that does not fit the
-        model) does.  ``"warn"`` (default): one RuntimeWarning, the hooks are removed, the rows
-        already recorded are flushed and kept (``error`` holds the exception) and training goes
-        on undisturbed.  ``"raise"``: the exception propagates out of ``optimizer.step()``.
+        model) does.  ``"warn"`` (default): one RuntimeWarning, recording stops (only a
+        step-counting hook stays, so that :meth:`state_dict` keeps the optimizer's step count for
+        a resume), the rows already recorded are flushed and kept (``error`` holds the exception)
+        and training goes on undisturbed.  ``"raise"``: the exception propagates out of
+        ``optimizer.step()``.
 
     Notes
     -----
@@ -172,6 +177,7 @@ class NoiseCollector:
         self.scaler = scaler
         self._scaler_state: tuple[float, int] | None = None
         self._skipped = math.nan  # skipped steps since the previous row (NaN: not known yet)
+        self._after_skip = False  # this step's losses and forwards include a skipped step's
         self._params = _named_parameters(model)
         self._tensors = [p for _, p in self._params]
         self._devices = _devices(self._tensors)
@@ -186,11 +192,20 @@ class NoiseCollector:
         self.steps_seen = 0
         self.rows_written = 0
         self._closed = False
+        if isinstance(resume, bool) or not (
+            resume is None or isinstance(resume, int | np.integer | Mapping)
+        ):
+            raise SgnMemoryError(
+                "resume must be None (a new store), the collector's state_dict() or the number "
+                f"of optimizer steps at the checkpoint; got {resume!r:.40}."
+            )
         state = {"steps_seen": int(resume)} if isinstance(resume, int | np.integer) else resume
         if state is not None:
             self.steps_seen = int(state["steps_seen"])
             scaler_state = state.get("scaler_state")
             self._scaler_state = None if scaler_state is None else tuple(scaler_state)
+            skipped = state.get("skipped")
+            self._skipped = math.nan if skipped is None else float(skipped)
         self.reference_seed = None if reference == "none" else reference_seed
         # on CUDA, reference "none": copy rows to the host asynchronously (see _launch_copy)
         self._lagged = self._tensors[0].is_cuda and reference == "none"
@@ -209,6 +224,7 @@ class NoiseCollector:
             return
         created = isinstance(store, str | os.PathLike) and state is None
         existed = created and os.path.lexists(store)
+        was_empty = existed and os.path.isdir(store) and not any(os.scandir(store))
         self.store = self._open_store(store, attrs, overwrite, seed, coordinates, state)
         try:
             self._scalar_names = frozenset(self.store.scalar_names)  # others are not recorded
@@ -221,6 +237,12 @@ class NoiseCollector:
             self.store.close()
             if created and not existed:  # ours, made a moment ago: leave nothing behind
                 shutil.rmtree(self.store.path, ignore_errors=True)
+            elif created and was_empty:  # the user's empty folder: empty it again
+                for entry in os.scandir(self.store.path):
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
             raise
 
     # -------------------------------------------------------------------- store
@@ -295,15 +317,26 @@ class NoiseCollector:
             raise SgnMemoryError(
                 f"cannot resume into {store}: there is no store there (resume=None starts one)."
             )
+        from ..store._layout import _caller_attrs
+
+        _caller_attrs(dict(attrs or {}))  # refused attributes fail before any row is dropped
         existing = NoiseStore.open(store)
         attrs_on_disk = existing.attrs
         self._check_same_coordinates(existing)
+        mine_meta = self._metadata(0, None)
         for key, mine in (
             ("protocol", "trajectory"),
             ("reference", self.reference),
             ("every", self.every),
+            ("reference_sampling", mine_meta["reference_sampling"]),
+            ("reference_size", mine_meta["reference_size"]),
+            ("batch_size", self.batch_size),
         ):
             theirs = attrs_on_disk.get(key)
+            if key in ("reference_sampling", "reference_size", "batch_size") and (
+                theirs is None or mine is None
+            ):
+                continue  # not known on one side: nothing to compare
             if theirs != mine:
                 raise SgnMemoryError(
                     f"cannot resume into {store}: it was recorded with {key}={theirs!r}, this "
@@ -367,6 +400,7 @@ class NoiseCollector:
             "version": 1,
             "steps_seen": self.steps_seen,
             "scaler_state": None if self._scaler_state is None else list(self._scaler_state),
+            "skipped": None if math.isnan(self._skipped) else self._skipped,
             "reference_seed": self.reference_seed,
         }
 
@@ -409,11 +443,17 @@ class NoiseCollector:
             return ref, loss, n
 
     def _fail(self, exc: BaseException) -> None:
-        """A recording failure under on_error='warn': one warning, hooks off, rows kept."""
+        """A recording failure under on_error='warn': one warning, rows kept, recording off.
+
+        The step pre-hook stays, counting steps only (cheap, cannot fail), so that the step
+        count in :meth:`state_dict` stays the optimizer's and a resumed run labels its rows
+        right; the forward hook goes; the post-hook stays, idle.
+        """
         self.error = exc
-        for h in self._handles:
+        self._closure_calls = None
+        for h in self._handles[2:]:
             h.remove()
-        self._handles.clear()
+        del self._handles[2:]
         with contextlib.suppress(Exception):
             self.store.flush()
         on_disk = "?"
@@ -438,6 +478,9 @@ class NoiseCollector:
             self._fail(exc)
 
     def _pre_step(self, optimizer, args, kwargs):
+        if self.error is not None:  # recording stopped: count steps, nothing else
+            self.steps_seen += 1
+            return None
         self._begin_step()
         # torch passes step's own arguments, ``self`` first: (optimizer, closure) or
         # (optimizer,) with closure= among the keywords
@@ -465,7 +508,7 @@ class NoiseCollector:
 
     def _post_step(self, optimizer, args, kwargs) -> None:
         calls, self._closure_calls = self._closure_calls, None
-        if calls is None:
+        if calls is None or self.error is not None:
             return
         # whatever ran after the first evaluation belongs to this step, not the next one
         self._forwards = 0
@@ -487,12 +530,19 @@ class NoiseCollector:
     def _begin_step(self) -> None:
         self.steps_seen += 1
         if self.scaler is not None and not self._lagged:
-            self._skipped += self._skips_since_last_step()
+            skips = self._skips_since_last_step()
+            self._skipped += skips
+            # the iterations the scaler skipped observed losses and ran forwards that no step
+            # consumed: they are mixed into this step's counters, which cannot be split
+            self._after_skip = self._after_skip or skips > 0
 
     def _record(self, optimizer) -> None:
         forwards, self._forwards = self._forwards, 0
         loss = self._loss_sum / self._loss_count if self._loss_count else math.nan
         self._loss_sum, self._loss_count = 0.0, 0
+        if self._after_skip:  # counted over a skipped iteration too: not this step's own
+            self._after_skip = False
+            loss = forwards = math.nan
         if (self.steps_seen - 1) % self.every:
             return
         grads = [p.grad for p in self._tensors]
@@ -607,7 +657,8 @@ class NoiseCollector:
             scale = self.scaler._get_scale_async()
             scale = None if scale is None else scale.detach().to("cpu", non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        with torch.cuda.device(values.device):  # the stream the copy was queued on
+            event.record()
         scalars = {
             "loss": loss,
             **self._learning_rates(optimizer),

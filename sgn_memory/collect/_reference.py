@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -12,14 +13,15 @@ import torch
 from ..errors import SgnMemoryError
 
 
-def _norm_buffers(module: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(buffer, saved copy) of every BatchNorm-style running statistic."""
-    saved = []
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._NormBase):
-            for b in (m.running_mean, m.running_var, m.num_batches_tracked):
-                if b is not None:
-                    saved.append((b, b.detach().clone()))
+def _saved_buffers(module: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, saved copy) of every buffer of the module: a forward pass in training mode may
+    update any of them in place (BatchNorm's running statistics, spectral norm's power-iteration
+    vectors, quantisation observers), and a reference pass must leave them as training had them."""
+    seen, saved = set(), []
+    for b in module.buffers():
+        if b is not None and id(b) not in seen:
+            seen.add(id(b))
+            saved.append((b, b.detach().clone()))
     return saved
 
 
@@ -40,15 +42,18 @@ def _stream_seeds(seed: int, step: int) -> tuple[int, int]:
 def _untouched(module: torch.nn.Module, devices: list, seed: int | None = None):
     """Run a reference pass without touching training's state.
 
-    The global RNG state (CPU and the CUDA ``devices``) is saved and restored bitwise, and every
-    BatchNorm running statistic is restored.  With ``seed``, the pass draws its randomness
-    (dropout masks, the shuffling of a reference loader without a generator of its own) from a
-    stream of its own seeded with it; without, it would replay the very numbers training
-    consumes next (``fork_rng`` alone), which makes an "independent" reference batch a future
-    training batch.  ``None`` keeps that replay: only for passes at frozen weights (the probe),
-    where no training follows.
+    The global random states training draws from (torch's CPU generator and those of the CUDA
+    ``devices``, Python's ``random``, NumPy's legacy ``np.random``: data augmentation in a
+    dataset's ``__getitem__`` uses them) are saved and restored bitwise, and every buffer of the
+    module is restored.  With ``seed``, the pass draws its randomness (dropout masks, the
+    shuffling of a reference loader without a generator of its own, augmentation) from a stream
+    of its own seeded with it; without, it would replay the very numbers training consumes next
+    (``fork_rng`` alone), which makes an "independent" reference batch a future training batch.
+    ``None`` keeps that replay: only for passes at frozen weights (the probe), where no training
+    follows.
     """
-    saved = _norm_buffers(module)
+    saved = _saved_buffers(module)
+    python_state, numpy_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     _REFERENCE_PASSES[0] += 1
     try:
         with torch.random.fork_rng(devices=devices):
@@ -56,9 +61,13 @@ def _untouched(module: torch.nn.Module, devices: list, seed: int | None = None):
                 torch.default_generator.manual_seed(seed)
                 for d in devices:
                     torch.cuda.default_generators[d].manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(seed % 2**32)  # noqa: NPY002
             yield
     finally:
         _REFERENCE_PASSES[0] -= 1
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002
         with torch.no_grad():
             for buf, copy in saved:
                 buf.copy_(copy)

@@ -16,11 +16,15 @@ the accumulated, clipped gradient of each optimizer step.  With a reference (``r
 "exact"`` or ``"batch"`` over ``reference_data``), the loss of a reference batch is
 ``model(**batch).loss`` unless ``loss_fn`` or ``batch_loss`` says otherwise.
 
-Resuming: when ``trainer.train(resume_from_checkpoint=...)`` starts at ``state.global_step`` > 0
-the collector resumes its store at that step, dropping rows the interrupted run recorded after
-the checkpoint (the collector must have been attached from the first step, so that its step
-count is the Trainer's).  Before each checkpoint is saved (``control.should_save``) the store is
-flushed, so the rows up to the checkpoint are on disk with it.
+Resuming: every checkpoint folder gets the collector's state (``sgn_collector.json``, written
+in ``on_save``; the store is flushed then and before the save), and when
+``trainer.train(resume_from_checkpoint=...)`` starts at ``state.global_step`` > 0 the collector
+resumes its store from the state in ``output_dir/checkpoint-<global_step>``, dropping the rows
+the interrupted run recorded after it.  Without that file (a checkpoint of a run without this
+callback, or one killed between writing the checkpoint and ``on_save``) it resumes at
+``global_step`` with a warning: that equals the collector's step count only when the collector
+was attached from the first step and no fp16 step was skipped (the Trainer counts skipped steps,
+the collector does not).
 
 The Trainer hands callbacks no per-step loss: the ``loss`` column stays NaN (the Trainer's logs
 have it).  Only the main process writes.  The Trainer has no exception hook: when training
@@ -29,7 +33,9 @@ fails, the rows buffered so far are written when the interpreter exits (the stor
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from typing import Any
 
 try:
@@ -72,15 +78,35 @@ class NoiseTrainerCallback(TrainerCallback):
         self.collector_kwargs = collector_kwargs
         self.collector = None
 
+    _STATE_FILE = "sgn_collector.json"
+
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         from ..collect import NoiseCollector
 
+        if self.collector is not None:  # a train() that failed in this process: close it
+            self.collector.close()
+            self.collector = None
         options = dict(self.collector_kwargs)
         if options.get("loss_fn") is None and options.get("batch_loss") is None:
             options["batch_loss"] = _model_loss
+        options.setdefault("scaler", getattr(optimizer, "scaler", None))
         resume = None
         if state.global_step > 0 and os.path.isdir(self.store):
-            resume = int(state.global_step)
+            saved = os.path.join(
+                args.output_dir, f"checkpoint-{state.global_step}", self._STATE_FILE
+            )
+            if os.path.isfile(saved):
+                with open(saved) as f:
+                    resume = json.load(f)
+            else:
+                resume = int(state.global_step)
+                warnings.warn(
+                    f"sgn_memory: {saved} is missing; the collector resumes at the Trainer's "
+                    f"global step {resume}, which is its own step count only if it was attached "
+                    "from the first step and no fp16 step was skipped.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         attrs = {
             "framework": "transformers",
             "world_size": int(args.world_size),
@@ -96,6 +122,20 @@ class NoiseTrainerCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.collector is not None and control.should_save:
             self.collector.state_dict()  # flushes: the rows up to this step go with the checkpoint
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.collector is not None and control.should_save:  # save_strategy="epoch"
+            self.collector.state_dict()
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.collector is None or not state.is_world_process_zero:
+            return
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if os.path.isdir(folder):
+            tmp = os.path.join(folder, self._STATE_FILE + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(self.collector.state_dict(), f)  # flushes the store too
+            os.replace(tmp, os.path.join(folder, self._STATE_FILE))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.collector is not None:

@@ -23,7 +23,9 @@ What it does, hook by hook:
     (``self.optimizers().step()``) is recorded the same way.
 ``on_before_backward``
     The minibatch loss of each micro-batch (undoing Lightning's division by
-    ``accumulate_grad_batches`` and the AMP loss scale); a row stores their mean.
+    ``accumulate_grad_batches`` and the AMP loss scale); a row stores their mean.  Not under
+    manual optimization with several optimizers, where the losses of all of them pass here (the
+    ``loss`` column is then NaN).
 ``state_dict`` / ``load_state_dict``
     The collector's state goes into every Lightning checkpoint (saving it flushes the store);
     ``trainer.fit(..., ckpt_path=...)`` restores it and the collector resumes the same store,
@@ -91,6 +93,12 @@ class NoiseCallback(_pl.Callback):
         self.collector_kwargs = collector_kwargs
         self.collector = None
         self._resume_state: dict[str, Any] | None = None
+        self._observe = True
+
+    @property
+    def state_key(self) -> str:
+        # one state per store and optimizer: several NoiseCallbacks can share a Trainer
+        return self._generate_state_key(store=str(self.store), optimizer_index=self.optimizer_index)
 
     # -- attaching -----------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
@@ -111,12 +119,30 @@ class NoiseCallback(_pl.Callback):
             "automatic_optimization": bool(pl_module.automatic_optimization),
             **dict(kwargs.pop("attrs", None) or {}),
         }
-        self.collector = NoiseCollector(
-            pl_module, optimizer, self.store, attrs=attrs, resume=self._resume_state, **kwargs
-        )
+        error = None
+        try:
+            self.collector = NoiseCollector(
+                pl_module, optimizer, self.store, attrs=attrs, resume=self._resume_state, **kwargs
+            )
+        except Exception as exc:  # raised on rank 0 only (the writer): tell every rank
+            error = exc
+        if trainer.world_size > 1:
+            failed = trainer.strategy.reduce_boolean_decision(error is not None, all=False)
+        else:
+            failed = error is not None
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(
+                "sgn_memory: the NoiseCallback could not attach its collector on rank 0 (see "
+                "rank 0's error); stopping every rank."
+            )
+        # a loss per row is the loss of the recorded optimizer's steps; with several optimizers
+        # stepped by hand, every manual_backward would be mixed in
+        self._observe = pl_module.automatic_optimization or len(trainer.optimizers) == 1
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if self.collector is None:
+        if self.collector is None or not self._observe:
             return
         value = loss.detach().float()
         if pl_module.automatic_optimization:
@@ -141,8 +167,10 @@ class NoiseCallback(_pl.Callback):
             collector, self.collector = self.collector, None
             # a checkpoint saved after the end (and a later fit() with this callback) continues
             # from the last step, not from the beginning
-            self._resume_state = collector.state_dict()
-            collector.close()
+            try:
+                self._resume_state = collector.state_dict()
+            finally:
+                collector.close()
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._close()

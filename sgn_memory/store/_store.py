@@ -41,7 +41,20 @@ from ._layout import (
     default_chunk_rows,
     noise_chunk_shape,
 )
-from ._writer import _Writer
+from ._writer import _LIVE_WRITERS, _Writer
+
+
+def _refuse_if_written_here(path: Path) -> None:
+    """One writer per store: refuse a path a live writer of this process is writing (a training
+    retried in the same interpreter whose first collector was never closed).  Writers in other
+    processes are not seen here."""
+    target = path.resolve()
+    for writer in list(_LIVE_WRITERS):
+        if writer.thread.is_alive() and Path(writer.path).resolve() == target:
+            raise SgnMemoryError(
+                f"the NoiseStore {path} is open for writing in this process (a collector or "
+                "store not closed yet); close it before writing the store again."
+            )
 
 
 class NoiseStore:
@@ -199,6 +212,7 @@ class NoiseStore:
 
         path = Path(path)
         if path.exists():
+            _refuse_if_written_here(path)
             if not path.is_dir():
                 raise SgnMemoryError(f"cannot create a NoiseStore at {path}: it is a file.")
             if any(path.iterdir()):
@@ -293,6 +307,7 @@ class NoiseStore:
         see only kept rows and rows written after them.  The chunk length ``chunk_rows`` is
         the store's own.
         """
+        _refuse_if_written_here(Path(path))
         reader = cls.open(path)
         steps = reader.steps
         if steps.size > 1 and not bool(np.all(np.diff(steps) > 0)):
