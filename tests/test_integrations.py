@@ -483,3 +483,20 @@ def test_two_lightning_callbacks_in_one_trainer(tmp_path):
         == NoiseStore.open(tmp_path / "b").n_complete
         == 3
     )
+
+
+def test_lightning_exception_closes_the_collector_and_keeps_its_rows(tmp_path):
+    class Failing(Regression):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 3:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    callback = NoiseCallback(tmp_path / "run", coordinates="all")
+    trainer = _trainer(tmp_path, [callback], max_steps=10)
+    model = Failing()
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, torch.utils.data.DataLoader(_data(), batch_size=8))
+    assert callback.collector is None
+    assert not trainer.optimizers[0]._optimizer_step_pre_hooks
+    np.testing.assert_array_equal(NoiseStore.open(tmp_path / "run").steps, [1, 2, 3])

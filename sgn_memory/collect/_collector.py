@@ -408,8 +408,9 @@ class NoiseCollector:
     def _count_forward(self, module, args) -> None:
         if _REFERENCE_PASSES[0]:  # a reference pass of this or another collector
             return
-        if module.training:
-            self._forwards += 1
+        if not module.training:  # an evaluation between the passes is not a training forward
+            return
+        self._forwards += 1
         if self._sam and self.reference != "none" and self.steps_seen % self.every == 0:
             # SAM restores w before the base step: keep the weights this forward ran at (the
             # perturbed point of the second pass) for the reference of the coming recorded step
