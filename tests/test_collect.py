@@ -519,12 +519,25 @@ def test_explicit_coordinates_in_any_order(tmp_path):
 
 
 def test_a_recording_failure_never_stops_training(tmp_path):
-    """A reference batch the model cannot take: one warning, hooks gone, rows kept, the run
-    goes on exactly as without the collector; on_error='raise' propagates."""
+    """A reference batch the model cannot take: at construction, one SgnMemoryError and no
+    store; when it turns bad later (here: swapped in), one warning, recording stops, rows
+    kept, the run goes on exactly as without the collector; on_error='raise' propagates."""
     x, y = data()
     bad = [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))]  # wrong input shape
+    good = full_batches(x, y)
     model = cnn(dropout=0.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(SgnMemoryError, match="does not go through the model and loss"):
+        NoiseCollector(
+            model,
+            opt,
+            tmp_path / "run",
+            coordinates=10,
+            reference="exact",
+            reference_data=bad,
+            loss_fn=LOSS,
+        )
+    assert not (tmp_path / "run").exists() and not opt._optimizer_step_pre_hooks
     plain = cnn(dropout=0.0)
     popt = torch.optim.SGD(plain.parameters(), lr=0.1)
     collector = NoiseCollector(
@@ -533,12 +546,14 @@ def test_a_recording_failure_never_stops_training(tmp_path):
         tmp_path / "run",
         coordinates=10,
         reference="exact",
-        reference_data=bad,
+        reference_data=good,
         loss_fn=LOSS,
     )
-    with pytest.warns(RuntimeWarning, match="recording stopped at optimizer step 1"):
+    with pytest.warns(RuntimeWarning, match="recording stopped at optimizer step 2"):
         for m, o in ((model, opt), (plain, popt)):
-            for _ in range(3):
+            for step in range(3):
+                if step == 1:
+                    collector.reference_data = bad
                 o.zero_grad()
                 LOSS(m(x[:8]), y[:8]).backward()
                 o.step()
@@ -546,7 +561,7 @@ def test_a_recording_failure_never_stops_training(tmp_path):
     assert collector.error is not None and not opt._optimizer_step_pre_hooks
     for a, b in zip(model.parameters(), plain.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert NoiseStore.open(tmp_path / "run").n_complete == 0
+    assert NoiseStore.open(tmp_path / "run").n_complete == 1
     model2 = cnn(dropout=0.0)
     opt2 = torch.optim.SGD(model2.parameters(), lr=0.1)
     with NoiseCollector(
@@ -555,10 +570,11 @@ def test_a_recording_failure_never_stops_training(tmp_path):
         tmp_path / "run2",
         coordinates=10,
         reference="exact",
-        reference_data=bad,
+        reference_data=good,
         loss_fn=LOSS,
         on_error="raise",
-    ):
+    ) as raising:
+        raising.reference_data = bad
         LOSS(model2(x[:8]), y[:8]).backward()
         with pytest.raises(RuntimeError):
             opt2.step()

@@ -225,6 +225,7 @@ def test_reference_batches_and_masks_are_not_future_training_ones(tmp_path):
         ref = torch.utils.data.DataLoader(_Logged(x, y), batch_size=batch, shuffle=True)
         collector = None
         if with_collector:
+            drop.phase = "check"  # the constructor runs one reference batch through the model
             collector = NoiseCollector(
                 model,
                 opt,
@@ -235,6 +236,7 @@ def test_reference_batches_and_masks_are_not_future_training_ones(tmp_path):
                 loss_fn=LOSS,
                 reference_seed=11,
             )
+            drop.phase = "train"
         train_batches, ref_batches = [], []
         for _ in range(epochs):
             for xb, yb, ib in loader:
@@ -265,7 +267,7 @@ def test_reference_batches_and_masks_are_not_future_training_ones(tmp_path):
     for i, mask in ref_masks:
         n_before = sum(1 for phase, _ in log[:i] if phase == "train")
         assert not any(torch.equal(mask, m) for m in train_masks[n_before:])
-    assert [torch.equal(a[1], b) for a, b in zip(plain_log, train_masks, strict=True)]
+    assert all(torch.equal(a[1], b) for a, b in zip(plain_log, train_masks, strict=True))
     attrs = NoiseStore.open(tmp_path / "run").attrs
     assert attrs["reference_seed"] == 11 and attrs["reference_sampling"] == "random_subset"
     assert attrs["reference_size"] == batch
@@ -670,3 +672,28 @@ def test_a_store_still_being_written_in_this_process_is_refused(tmp_path):
         NoiseCollector(model, opt, tmp_path / "run", coordinates=3, overwrite=True)
     first.close()
     NoiseCollector(model, opt, tmp_path / "run", coordinates=3, overwrite=True).close()
+
+
+def test_misuse_is_one_sentence_before_anything_is_written(tmp_path):
+    x, y = _regression()
+    model = torch.nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    samples = list(zip(x, y[:, 0], strict=True))  # samples, not batches
+    cases = [
+        (dict(reference_data=[(x, y)], loss_fn=LOSS), "reference='none' .the default."),
+        (dict(reference="batch", reference_data=x, loss_fn=LOSS), "got a tensor"),
+        (dict(reference="batch", reference_data=samples, loss_fn=LOSS), "list of samples"),
+        (dict(reference="exact", reference_data=[(x[:, :3], y)], loss_fn=LOSS), "does not go"),
+        (dict(coordinates=1e4), "coordinates must be an int"),
+    ]
+    for kwargs, match in cases:
+        kwargs.setdefault("coordinates", 3)
+        with pytest.raises(SgnMemoryError, match=match):
+            NoiseCollector(model, opt, tmp_path / "run", **kwargs)
+        assert not (tmp_path / "run").exists(), kwargs
+    NoiseCollector(model, opt, tmp_path / "run", coordinates=3).close()
+    with pytest.raises(SgnMemoryError, match="with its 'steps_seen'"):
+        NoiseCollector(model, opt, tmp_path / "run", coordinates=3, resume={})
+    with pytest.raises(SgnMemoryError, match=r"column 0 is weight\[\d+\] there and"):
+        NoiseCollector(model, opt, tmp_path / "run", coordinates=3, seed=9, resume=0)
+    assert not opt._optimizer_step_pre_hooks

@@ -27,11 +27,17 @@ from ._reference import (
     _rank,
     _sq_norm,
     _stream_seeds,
+    _to_device,
     _untouched,
 )
 
 Reference = Literal["exact", "batch", "none"]
 _REFERENCES = ("exact", "batch", "none")
+
+
+def _is_empty_dir(path) -> bool:
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
 
 
 class NoiseCollector:
@@ -156,6 +162,11 @@ class NoiseCollector:
             raise SgnMemoryError(
                 f"reference={reference!r} needs reference_data and loss_fn (or batch_loss)."
             )
+        if reference == "none" and reference_data is not None:
+            raise SgnMemoryError(
+                "reference_data was given but reference='none' (the default) records raw "
+                "minibatch gradients: pass reference='exact' or reference='batch'."
+            )
         if int(every) < 1:
             raise SgnMemoryError(f"every must be a positive integer; got {every}.")
         if resume is not None and overwrite:
@@ -200,6 +211,11 @@ class NoiseCollector:
                 f"of optimizer steps at the checkpoint; got {resume!r:.40}."
             )
         state = {"steps_seen": int(resume)} if isinstance(resume, int | np.integer) else resume
+        if state is not None and not isinstance(state.get("steps_seen"), int | np.integer):
+            raise SgnMemoryError(
+                "resume must be the mapping collector.state_dict() returned (with its "
+                f"'steps_seen'); got one with keys {sorted(state)!s:.60}."
+            )
         if state is not None:
             self.steps_seen = int(state["steps_seen"])
             scaler_state = state.get("scaler_state")
@@ -224,7 +240,9 @@ class NoiseCollector:
             return
         created = isinstance(store, str | os.PathLike) and state is None
         existed = created and os.path.lexists(store)
-        was_empty = existed and os.path.isdir(store) and not any(os.scandir(store))
+        was_empty = existed and os.path.isdir(store) and _is_empty_dir(store)
+        if self.reference != "none":
+            self._check_reference()  # a reference that cannot run fails here, not at step 1
         self.store = self._open_store(store, attrs, overwrite, seed, coordinates, state)
         try:
             self._scalar_names = frozenset(self.store.scalar_names)  # others are not recorded
@@ -301,12 +319,52 @@ class NoiseCollector:
         return store
 
     def _check_same_coordinates(self, store) -> None:
-        if not np.array_equal(
-            store.coordinates.param_name, self.coordinates.param_name
-        ) or not np.array_equal(store.coordinates.flat_index, self.coordinates.flat_index):
+        theirs, mine = store.coordinates, self.coordinates
+        if len(theirs) != len(mine):
             raise SgnMemoryError(
-                f"the NoiseStore {store.path} records other coordinates than the ones chosen here."
+                f"the NoiseStore {store.path} records other coordinates than the ones chosen "
+                f"here: {len(theirs)} there, {len(mine)} here (coordinates= and seed= must be "
+                "the run's)."
             )
+        differ = (theirs.param_name != mine.param_name) | (theirs.flat_index != mine.flat_index)
+        if differ.any():
+            i = int(np.flatnonzero(differ)[0])
+            raise SgnMemoryError(
+                f"the NoiseStore {store.path} records other coordinates than the ones chosen "
+                f"here: column {i} is {theirs.param_name[i]}[{theirs.flat_index[i]}] there and "
+                f"{mine.param_name[i]}[{mine.flat_index[i]}] here (coordinates= and seed= must "
+                "be the run's)."
+            )
+
+    def _check_reference(self) -> None:
+        """One reference batch through the model (no gradient), before any store is touched."""
+        try:
+            with _untouched(self.module, self._devices, seed=0), torch.no_grad():
+                if self.reference == "exact":
+                    batch = next(iter(self.reference_data), None)
+                    if batch is None:
+                        raise SgnMemoryError("the reference data yields no batches.")
+                else:
+                    batch = self._source.draw(np.random.default_rng(0))
+                    self._source._iter = None  # a stream restarts: step 1 gets its first batch
+                loss, n = self._loss_of(self.module, _to_device(batch, self._tensors[0].device))
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    raise SgnMemoryError(
+                        f"the reference loss must be a scalar tensor; got {type(loss).__name__}"
+                        f"{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)}."
+                    )
+                if not n:
+                    raise SgnMemoryError("a reference batch has no samples.")
+        except SgnMemoryError as err:
+            raise SgnMemoryError(f"reference={self.reference!r}: {err}") from err
+        except Exception as err:
+            detail = " ".join(str(err).split())[:200]
+            raise SgnMemoryError(
+                f"reference={self.reference!r}: a reference batch does not go through the "
+                f"model and loss ({type(err).__name__}: {detail}); reference_data must yield "
+                "(inputs, targets) batches for loss_fn(model(inputs), targets), or give "
+                "batch_loss(model, batch)."
+            ) from err
 
     def _resume_store(self, store, attrs, seed, coordinates):
         from ..store import NoiseStore
@@ -342,6 +400,8 @@ class NoiseCollector:
                     f"cannot resume into {store}: it was recorded with {key}={theirs!r}, this "
                     f"collector has {key}={mine!r}."
                 )
+        if self.batch_size is None and attrs_on_disk.get("batch_size") is not None:
+            self.batch_size = int(attrs_on_disk["batch_size"])  # B_simple goes on as recorded
         if self.reference != "none":
             recorded_seed = attrs_on_disk.get("reference_seed")
             if self.reference_seed is not None and recorded_seed not in (None, self.reference_seed):
@@ -408,7 +468,7 @@ class NoiseCollector:
     def _count_forward(self, module, args) -> None:
         if _REFERENCE_PASSES[0]:  # a reference pass of this or another collector
             return
-        if not module.training:  # an evaluation between the passes is not a training forward
+        if not module.training:  # an evaluation between SAM's passes is not a training forward
             return
         self._forwards += 1
         if self._sam and self.reference != "none" and self.steps_seen % self.every == 0:

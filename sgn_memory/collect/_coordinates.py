@@ -55,6 +55,12 @@ def select_coordinates(
     params = _named_parameters(model)
     if not params:
         raise SgnMemoryError("the model has no trainable parameters to record.")
+    if isinstance(coordinates, float | bool) or not isinstance(
+        coordinates, str | int | np.integer | Sequence
+    ):
+        raise SgnMemoryError(
+            f"coordinates must be an int, 'all' or (name, index) pairs; got {coordinates!r:.40}."
+        )
     sizes = np.array([p.numel() for _, p in params], dtype=np.int64)
     names = [n for n, _ in params]
     total = int(sizes.sum())

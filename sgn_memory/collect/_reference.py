@@ -204,9 +204,24 @@ class _BatchSource:
                     f"the reference batch size must be between 1 and the {self.n} samples of "
                     f"the reference dataset; got {self.size}."
                 )
+        elif isinstance(data, torch.Tensor):
+            raise SgnMemoryError(
+                "reference_data must give batches, e.g. a DataLoader or a list of (inputs, "
+                "targets) batches; got a tensor."
+            )
         elif isinstance(data, Sequence):
             if not len(data):
                 raise SgnMemoryError("the reference data is an empty list of batches.")
+            first = data[0]
+            parts = first.values() if isinstance(first, Mapping) else first
+            if isinstance(parts, tuple | list) and any(
+                isinstance(t, torch.Tensor) and t.ndim == 0 for t in parts
+            ):
+                raise SgnMemoryError(
+                    "reference_data looks like a list of samples (its first element holds a "
+                    "0-d tensor), but a list is taken as a list of batches: pass "
+                    "DataLoader(samples, batch_size=M) to draw M samples per step."
+                )
             self.kind = "random_listed_batch"
         else:
             self.kind = "in_order"

@@ -41,6 +41,8 @@ records is the all-reduced one.  The store's attributes name the framework, the 
 from __future__ import annotations
 
 import importlib
+import os
+import warnings
 from typing import Any
 
 try:
@@ -98,13 +100,27 @@ class NoiseCallback(_pl.Callback):
     @property
     def state_key(self) -> str:
         # one state per store and optimizer: several NoiseCallbacks can share a Trainer
-        return self._generate_state_key(store=str(self.store), optimizer_index=self.optimizer_index)
+        store = os.path.normpath(os.fspath(self.store))  # "runs/x/" and "runs/x": one run
+        return self._generate_state_key(store=store, optimizer_index=self.optimizer_index)
 
     # -- attaching -----------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
         from ..collect import NoiseCollector
 
+        if not 0 <= self.optimizer_index < len(trainer.optimizers):
+            raise ValueError(
+                f"NoiseCallback(optimizer_index={self.optimizer_index}): the LightningModule "
+                f"has {len(trainer.optimizers)} optimizer(s)."
+            )
         optimizer = trainer.optimizers[self.optimizer_index]
+        if self._resume_state is None and trainer.global_step > 0:
+            warnings.warn(
+                f"sgn_memory: training resumes at global step {trainer.global_step} but the "
+                "checkpoint holds no NoiseCallback state (or another store path's): the "
+                "collector starts a new store whose steps count from 1.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         kwargs = dict(self.collector_kwargs)
         kwargs.setdefault("scaler", getattr(trainer.precision_plugin, "scaler", None))
         attrs = {
