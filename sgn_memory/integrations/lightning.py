@@ -82,6 +82,12 @@ class NoiseCallback(_pl.Callback):
     ----------
     collector : NoiseCollector or None
         The live collector, from ``on_train_start`` until it is closed.
+
+    Notes
+    -----
+    One instance is one run: a second ``trainer.fit`` with the same instance continues the
+    same store after the last recorded step (continued training).  For a new run, make a new
+    callback with another store path.
     """
 
     def __init__(self, store, *, optimizer_index: int = 0, **collector_kwargs: Any):
