@@ -45,36 +45,24 @@ def mlp():
     )
 
 
-def cnn():
+def cnn(c1=16, c2=32):
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 5),
+        torch.nn.Conv2d(1, c1, 5),
         torch.nn.ReLU(),
         torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 32, 5),
+        torch.nn.Conv2d(c1, c2, 5),
         torch.nn.ReLU(),
         torch.nn.MaxPool2d(2),
         torch.nn.Flatten(),
-        torch.nn.Linear(32 * 16, 256),
+        torch.nn.Linear(c2 * 16, 256),
         torch.nn.ReLU(),
         torch.nn.Linear(256, 10),
     )
 
 
 def wide_cnn():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 5),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 5),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(64 * 16, 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 10),
-    )
+    return cnn(32, 64)
 
 
 LOSS = torch.nn.CrossEntropyLoss()

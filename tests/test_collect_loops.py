@@ -438,7 +438,9 @@ def _run_script(tmp_path, name, steps, kill_at, flush):
 
 
 @pytest.mark.parametrize("flush", ["flush", "noflush"])
-def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(tmp_path, flush):
+def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(
+    tmp_path, flush, assert_same_store
+):
     """Killed at step 26 (checkpoint at 21): with every row flushed, the store holds rows of
     steps 23 and 25 recorded after the checkpoint, which the restart drops and records again;
     without, they never reached the disk.  Either way the final store equals the uninterrupted
@@ -456,13 +458,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(tmp_path, flus
     resumed = _run_script(tmp_path, "killed", 40, -1, flush)
     assert resumed.returncode == 0, resumed.stderr
     assert "gap" not in resumed.stderr
-    a = NoiseStore.open(tmp_path / "whole" / "store")
-    b = NoiseStore.open(tmp_path / "killed" / "store")
-    np.testing.assert_array_equal(a.steps, np.arange(1, 41, 2))
-    np.testing.assert_array_equal(b.steps, a.steps)
-    np.testing.assert_array_equal(b.read_noise(), a.read_noise())
-    for name in a.scalar_names:
-        np.testing.assert_array_equal(b.scalar(name), a.scalar(name), err_msg=name)
+    _, b = assert_same_store(
+        tmp_path / "whole" / "store", tmp_path / "killed" / "store", np.arange(1, 41, 2)
+    )
     assert b.attrs["resumed_at"] == [21] and b.attrs["reference_seed"] == 7
     final_a = torch.load(tmp_path / "whole" / "final.pt", weights_only=True)
     final_b = torch.load(tmp_path / "killed" / "final.pt", weights_only=True)
@@ -696,4 +694,28 @@ def test_misuse_is_one_sentence_before_anything_is_written(tmp_path):
         NoiseCollector(model, opt, tmp_path / "run", coordinates=3, resume={})
     with pytest.raises(SgnMemoryError, match=r"column 0 is weight\[\d+\] there and"):
         NoiseCollector(model, opt, tmp_path / "run", coordinates=3, seed=9, resume=0)
+    assert not opt._optimizer_step_pre_hooks
+
+
+def test_resume_into_a_foreign_or_damaged_folder_touches_nothing(tmp_path):
+    """resume= on a folder that is not a NoiseStore (the user's notes) or whose store attributes
+    are damaged: one InvalidStoreError, nothing in the folder changed."""
+    from sgn_memory.errors import InvalidStoreError
+
+    model = torch.nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidStoreError):
+        NoiseCollector(model, opt, foreign, coordinates=3, resume=2)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    assert (foreign / "notes.txt").read_text() == "mine"
+    NoiseCollector(model, opt, tmp_path / "run", coordinates=3).close()
+    meta = tmp_path / "run" / "zarr.json"
+    damaged = meta.read_bytes()[:40]
+    meta.write_bytes(damaged)
+    with pytest.raises(InvalidStoreError):
+        NoiseCollector(model, opt, tmp_path / "run", coordinates=3, resume=2)
+    assert meta.read_bytes() == damaged
     assert not opt._optimizer_step_pre_hooks

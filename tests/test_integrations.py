@@ -205,7 +205,7 @@ def _lightning_script(tmp_path, name, kill_at, ckpt="-"):
     )
 
 
-def test_lightning_resume_from_checkpoint_after_sigkill(tmp_path):
+def test_lightning_resume_from_checkpoint_after_sigkill(tmp_path, assert_same_store):
     """Killed at step 13 (epochs of 5 steps, checkpoints at their ends): trainer.fit(
     ckpt_path=last.ckpt) restores the callback's state and the collector resumes the store,
     dropping rows after step 10; the final store equals an uninterrupted run's bitwise."""
@@ -218,13 +218,9 @@ def test_lightning_resume_from_checkpoint_after_sigkill(tmp_path):
     assert state["global_step"] == 10
     resumed = _lightning_script(tmp_path, "killed", -1, str(last))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = NoiseStore.open(tmp_path / "whole" / "store")
-    b = NoiseStore.open(tmp_path / "killed" / "store")
-    np.testing.assert_array_equal(a.steps, np.arange(1, 21))
-    np.testing.assert_array_equal(b.steps, a.steps)
-    np.testing.assert_array_equal(b.read_noise(), a.read_noise())
-    for name in a.scalar_names:
-        np.testing.assert_array_equal(b.scalar(name), a.scalar(name), err_msg=name)
+    _, b = assert_same_store(
+        tmp_path / "whole" / "store", tmp_path / "killed" / "store", np.arange(1, 21)
+    )
     assert b.attrs["resumed_at"] == [10]
 
 
@@ -417,7 +413,7 @@ _HF = textwrap.dedent(
 )
 
 
-def test_huggingface_resume_from_checkpoint_after_sigkill(tmp_path):
+def test_huggingface_resume_from_checkpoint_after_sigkill(tmp_path, assert_same_store):
     """Killed at step 6 (checkpoints every 4 steps): trainer.train(resume_from_checkpoint=
     checkpoint-4) resumes the store at global step 4; the final store equals an uninterrupted
     run's bitwise (batch reference with dropout: the reference stream is keyed by step)."""
@@ -441,13 +437,9 @@ def test_huggingface_resume_from_checkpoint_after_sigkill(tmp_path):
     assert NoiseStore.open(tmp_path / "killed" / "store").steps[-1] >= 4
     resumed = run("killed", -1, str(tmp_path / "killed" / "out" / "checkpoint-4"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = NoiseStore.open(tmp_path / "whole" / "store")
-    b = NoiseStore.open(tmp_path / "killed" / "store")
-    np.testing.assert_array_equal(a.steps, np.arange(1, 11))
-    np.testing.assert_array_equal(b.steps, a.steps)
-    np.testing.assert_array_equal(b.read_noise(), a.read_noise())
-    for name in ("lr", "grad_norm_sq", "noise_norm_sq", "accumulation"):
-        np.testing.assert_array_equal(b.scalar(name), a.scalar(name), err_msg=name)
+    _, b = assert_same_store(
+        tmp_path / "whole" / "store", tmp_path / "killed" / "store", np.arange(1, 11)
+    )
     assert b.attrs["resumed_at"] == [4]
     # the collector's own state went into the checkpoint folder (its step count, not the
     # Trainer's global step, which counts skipped fp16 steps too)
