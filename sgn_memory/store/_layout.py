@@ -18,7 +18,8 @@ import zarr
 from .._batch import array_summary
 from ..errors import InvalidStoreError, SchemaVersionError, SgnMemoryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a crc32c checksum in every chunk, every chunk written
+_OLDEST_READ = 1  # schema 1 (no checksums) is still read; its missing-chunk check is partial
 _MIN_CHUNK_ROWS, _MAX_CHUNK_ROWS = 128, 1024
 _NOISE, _STEPS, _SCALARS, _COORDS = "noise", "steps", "scalars", "coordinates"
 FORMAT = "sgn_memory.NoiseStore"
@@ -257,11 +258,12 @@ def _check_group_metadata(path: Path) -> None:
             f"{path} was written with NoiseStore schema version {version}, newer than the "
             f"version {SCHEMA_VERSION} this release of sgn_memory reads; upgrade sgn_memory."
         )
-    if version < SCHEMA_VERSION:
+    if version < _OLDEST_READ:
         written_by = attrs.get("software", {}).get("sgn_memory", "an older release")
         raise SchemaVersionError(
             f"{path} was written with NoiseStore schema version {version}, older than the "
-            f"version {SCHEMA_VERSION} this release reads; open it with sgn_memory {written_by}."
+            f"oldest version {_OLDEST_READ} this release reads; open it with sgn_memory "
+            f"{written_by}."
         )
     n_complete = attrs.get("n_complete")
     if not isinstance(n_complete, int) or isinstance(n_complete, bool) or n_complete < 0:
@@ -327,3 +329,31 @@ def _check_arrays(path: Path, group) -> None:
                 f"{path}: n_complete = {n_complete} but the array {name!r} has only "
                 f"{a.shape[0]} rows; the store is damaged."
             )
+
+
+def _integrity_arrays(group, attrs) -> dict[str, tuple[Any, int]]:
+    """The arrays whose chunks must all exist, with the rows that must be covered.
+
+    Schema 2 writes every chunk; schema 1 skipped chunks equal to the fill value except in
+    ``noise``, so only ``noise`` and ``steps`` (whose fill, -1, is never a whole chunk of steps)
+    can be checked there."""
+    n = int(attrs["n_complete"])
+    out = {_NOISE: (group[_NOISE], n), _STEPS: (group[_STEPS], n)}
+    if attrs["schema_version"] >= 2:
+        for name in attrs["scalars"]:
+            out[f"{_SCALARS}/{name}"] = (group[f"{_SCALARS}/{name}"], n)
+        for field in _COORD_FIELDS:
+            a = group[f"{_COORDS}/{field}"]
+            out[f"{_COORDS}/{field}"] = (a, int(a.shape[0]))
+    return out
+
+
+def _check_chunks(path: Path, group) -> list:
+    """Every chunk below n_complete exists (one listing per chunk folder): the missing ones."""
+    from ._chunks import missing_chunks
+
+    attrs = group.attrs.asdict()
+    bad = []
+    for name, (array, n) in _integrity_arrays(group, attrs).items():
+        bad += missing_chunks(path, name, array, n)
+    return bad

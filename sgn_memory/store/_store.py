@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
+import glob
 import json
 import math
+import os
+import secrets
+import shutil
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from ..errors import InvalidStoreError, SgnMemoryError
+from ._chunks import BadChunk, chunk_grid, raise_bad, read_rows_around, undecodable_chunks
 from ._layout import (
     _COORD_CHUNK,
     _COORD_FIELDS,
@@ -34,6 +40,7 @@ from ._layout import (
     CoordinateMap,
     _caller_attrs,
     _check_arrays,
+    _check_chunks,
     _check_group_metadata,
     _is_noise_store,
     _selection,
@@ -41,7 +48,28 @@ from ._layout import (
     default_chunk_rows,
     noise_chunk_shape,
 )
+from ._lock import LOCK_NAME, WriterLock
 from ._writer import _LIVE_WRITERS, _Writer
+
+_SALVAGE_FILL = {"steps": -1, "param_name": "?", "layer": "(unreadable)", "flat_index": 0}
+
+
+def _as_index(sel, n: int) -> np.ndarray:
+    """A row or column selection (slice, int, int array) as an int64 index array."""
+    if isinstance(sel, slice):
+        return np.arange(*sel.indices(n), dtype=np.int64)
+    return np.atleast_1d(np.asarray(sel, dtype=np.int64))
+
+
+def _explain_missing(path: Path) -> None:
+    """No store at ``path``: say so, and where an interrupted replacement left the old one."""
+    left = sorted(path.parent.glob(glob.escape(f".{path.name}{_OLD}") + "*"))
+    if left and _is_noise_store(left[0]):
+        raise InvalidStoreError(
+            f"no NoiseStore at {path}: an interrupted overwrite left the store it was replacing "
+            f"at {left[0]} (rename it back to keep it)."
+        )
+    raise InvalidStoreError(f"no NoiseStore at {path}: the path does not exist.")
 
 
 def _refuse_if_written_here(path: Path) -> None:
@@ -55,6 +83,125 @@ def _refuse_if_written_here(path: Path) -> None:
                 f"the NoiseStore {path} is open for writing in this process (a collector or "
                 "store not closed yet); close it before writing the store again."
             )
+
+
+_NEW, _OLD = ".sgn-new-", ".sgn-old-"  # hidden siblings of a store being created or replaced
+_STORE_ENTRIES = frozenset({"zarr.json", _NOISE, _STEPS, _SCALARS, _COORDS, LOCK_NAME})
+
+
+def _is_unfinished_store(path: Path, *, sibling: bool = False) -> bool:
+    """A directory holding only what :func:`_build` writes (an older release's create()
+    interrupted in place), whose zarr.json, if any, is a zarr v3 group: recognisably ours.
+    A hidden ``.sgn-new-`` sibling (``sibling``) may hold even less: only its lock, or nothing."""
+    try:
+        names = {e.name for e in os.scandir(path) if not e.name.endswith(".partial")}
+    except OSError:
+        return False
+    if not names <= _STORE_ENTRIES:
+        return False
+    if not sibling and not names & {_NOISE, _STEPS, _SCALARS, _COORDS}:
+        return False
+    if "zarr.json" in names:
+        try:
+            meta = json.loads((path / "zarr.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and meta.get("node_type") == "group"
+    return True
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Remove what an interrupted create() of ``path`` left beside it: a half-built store, or
+    the store it was replacing (the caller had asked to overwrite it); never one whose writer
+    lock is held, never anything that is not recognisably a store of ours."""
+    parent = path.parent
+    for prefix in (f".{path.name}{_NEW}", f".{path.name}{_OLD}"):
+        for entry in parent.glob(glob.escape(prefix) + "*"):
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            if not (_is_noise_store(entry) or _is_unfinished_store(entry, sibling=True)):
+                continue
+            try:
+                lock = WriterLock(entry).acquire(warn_stale=False)
+            except SgnMemoryError:
+                continue  # a live create() is using it
+            lock.release()
+            shutil.rmtree(entry, ignore_errors=True)
+            warnings.warn(
+                f"sgn_memory: removed {entry}, left by an interrupted creation of {path}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def _build(
+    root: Path, *, coordinates, scalars, protocol, user, chunk_rows, **_writer_settings
+) -> None:
+    """Write the empty store's arrays, coordinate map and attributes under ``root``.
+
+    Every array carries a crc32c checksum per chunk and writes every chunk, even one equal to
+    its fill value.  The identifying attributes come last, so that a directory whose build was
+    interrupted is never taken for a store."""
+    k = len(coordinates)
+    config = {"write_empty_chunks": True}
+    group = zarr.open_group(root, mode="a", zarr_format=3)  # "w" would delete the lock
+    noise_chunks = noise_chunk_shape(k, chunk_rows)
+    row_chunk = chunk_rows * math.ceil(_ROW_CHUNK_MIN / chunk_rows)
+    group.create_array(
+        _NOISE,
+        shape=(0, k),
+        chunks=noise_chunks,
+        dtype="float32",
+        fill_value=np.nan,
+        compressors=[Crc32cCodec()],
+        dimension_names=("row", "coordinate"),
+        config=config,
+    )
+    group.create_array(
+        _STEPS,
+        shape=(0,),
+        chunks=(row_chunk,),
+        dtype="int64",
+        fill_value=-1,
+        compressors=[Crc32cCodec()],
+        config=config,
+    )
+    scalar_group = group.create_group(_SCALARS)
+    for name in scalars:
+        scalar_group.create_array(
+            name,
+            shape=(0,),
+            chunks=(row_chunk,),
+            dtype="float64",
+            fill_value=np.nan,
+            compressors=[Crc32cCodec()],
+            config=config,
+        )
+    coord_group = group.create_group(_COORDS)
+    coord_chunk = (min(k, _COORD_CHUNK),)
+    for field in _COORD_FIELDS:
+        values = getattr(coordinates, field)
+        dtype = "int64" if field == "flat_index" else str
+        array = coord_group.create_array(
+            field,
+            shape=(k,),
+            chunks=coord_chunk,
+            dtype=dtype,
+            compressors=[Crc32cCodec()],
+            config=config,
+        )
+        array[:] = values
+    own = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "protocol": protocol,
+        "n_complete": 0,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "software": _software(),
+        "scalars": list(scalars),
+        "chunk_rows": chunk_rows,
+    }
+    group.update_attributes({"reference": None, "reference_size": None, **user, **own})
 
 
 class NoiseStore:
@@ -104,6 +251,11 @@ class NoiseStore:
         self.read_only = read_only
         self._attrs_lock = threading.Lock()
         self._writer: _Writer | None = None
+        self._salvage = False
+        self.damage: tuple[BadChunk, ...] = ()  # bad chunks found by open(salvage=True)
+        self._damage: dict[str, set] = {}
+        st = os.stat(path)
+        self._dir_id = (st.st_dev, st.st_ino)
         self._load()
 
     def _load(self) -> None:
@@ -210,8 +362,25 @@ class NoiseStore:
             raise SgnMemoryError(f"flush_interval must be positive or None; got {flush_interval}.")
         user = _caller_attrs(attrs or {})
 
-        path = Path(path)
-        if path.exists():
+        return cls._create(
+            Path(path),
+            coordinates=coordinates,
+            scalars=scalars,
+            protocol=protocol,
+            user=user,
+            chunk_rows=chunk_rows,
+            overwrite=overwrite,
+            max_pending_blocks=int(max_pending_blocks),
+            flush_interval=flush_interval,
+        )
+
+    @classmethod
+    def _create(cls, path: Path, *, overwrite: bool, **spec) -> NoiseStore:
+        """Atomic creation: the store is built in a hidden sibling, holding its writer lock, and
+        renamed into place; an existing store is replaced only when its writer lock is free.
+        An existing empty directory (a folder a job scheduler made) is filled in place."""
+        replace = in_place = False
+        if path.exists() or path.is_symlink():
             _refuse_if_written_here(path)
             if not path.is_dir():
                 raise SgnMemoryError(f"cannot create a NoiseStore at {path}: it is a file.")
@@ -221,58 +390,98 @@ class NoiseStore:
                         f"cannot create a NoiseStore at {path}: it already exists; pass "
                         "overwrite=True to replace it, or choose another path."
                     )
-                if not _is_noise_store(path):
+                if not (_is_noise_store(path) or _is_unfinished_store(path)):
                     raise SgnMemoryError(
                         f"refusing to overwrite {path}: it is a non-empty directory that is not "
                         "a NoiseStore."
                     )
-
-        # arrays first, the identifying attributes last: an interrupted create() leaves a
-        # directory that open() reports as "not a NoiseStore", never a half store that opens
-        group = zarr.open_group(path, mode="w", zarr_format=3)
-        noise_chunks = noise_chunk_shape(k, chunk_rows)
-        row_chunk = chunk_rows * math.ceil(_ROW_CHUNK_MIN / chunk_rows)
-        group.create_array(
-            _NOISE,
-            shape=(0, k),
-            chunks=noise_chunks,
-            dtype="float32",
-            fill_value=np.nan,
-            compressors=None,
-            dimension_names=("row", "coordinate"),
-        )
-        group.create_array(_STEPS, shape=(0,), chunks=(row_chunk,), dtype="int64", fill_value=-1)
-        scalar_group = group.create_group(_SCALARS)
-        for name in scalars:
-            scalar_group.create_array(
-                name, shape=(0,), chunks=(row_chunk,), dtype="float64", fill_value=np.nan
+                replace = True
+            else:
+                in_place = True
+        parent = path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SgnMemoryError(
+                f"cannot create a NoiseStore at {path}: its folder {parent} cannot be made "
+                f"({err.strerror or err})."
+            ) from None
+        _remove_stale_siblings(path)
+        old_lock = WriterLock(path).acquire(warn_stale=False) if replace else None
+        try:
+            if in_place:
+                lock = WriterLock(path).acquire()
+                try:
+                    _build(path, **spec)
+                except BaseException:
+                    lock.release()
+                    raise
+            else:
+                tmp = parent / f".{path.name}{_NEW}{os.getpid()}-{secrets.token_hex(3)}"
+                try:
+                    tmp.mkdir()
+                    lock = WriterLock(tmp).acquire()
+                except (OSError, SgnMemoryError) as err:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    why = getattr(err, "strerror", None) or err
+                    raise SgnMemoryError(f"cannot create a NoiseStore at {path}: {why}.") from None
+                try:
+                    _build(tmp, **spec)
+                    if replace:
+                        old = parent / f".{path.name}{_OLD}{os.getpid()}-{secrets.token_hex(3)}"
+                        os.rename(path, old)
+                        os.rename(tmp, path)
+                        old_lock.release()
+                        shutil.rmtree(old, ignore_errors=True)
+                    else:
+                        try:
+                            os.rename(tmp, path)
+                        except OSError:
+                            raise SgnMemoryError(
+                                f"cannot create a NoiseStore at {path}: another process created "
+                                "it meanwhile."
+                            ) from None
+                except BaseException:
+                    lock.release()
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+        finally:
+            if old_lock is not None:
+                old_lock.release()
+        lock.path = path  # the lock file moved with the directory; its descriptor still holds
+        try:
+            group = zarr.open_group(path, mode="r+", zarr_format=3)
+            store = cls(path, group, read_only=False)
+            store._coordinates = spec["coordinates"]
+            store._start_writer(
+                lock,
+                chunk_rows=int(store._attrs["chunk_rows"]),
+                max_pending=spec["max_pending_blocks"],
+                flush_interval=spec["flush_interval"],
             )
-        coord_group = group.create_group(_COORDS)
-        coord_chunk = (min(k, _COORD_CHUNK),)
-        for field in _COORD_FIELDS:
-            values = getattr(coordinates, field)
-            dtype = "int64" if field == "flat_index" else str
-            array = coord_group.create_array(field, shape=(k,), chunks=coord_chunk, dtype=dtype)
-            array[:] = values
-        own = {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "protocol": protocol,
-            "n_complete": 0,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "software": _software(),
-            "scalars": list(scalars),
-            "chunk_rows": chunk_rows,
-        }
-        group.update_attributes({"reference": None, "reference_size": None, **user, **own})
-
-        store = cls(path, group, read_only=False)
-        store._coordinates = coordinates
-        # a runtime setting, not stored: write every chunk without first scanning it for an
-        # all-NaN block (readers trust n_complete, not chunk presence)
-        store._noise = store._noise.with_config({"write_empty_chunks": True})
-        store._writer = _Writer(store, chunk_rows, int(max_pending_blocks), flush_interval)
+        except BaseException:
+            lock.release()
+            raise
         return store
+
+    def _start_writer(self, lock, *, chunk_rows, max_pending, flush_interval, **position):
+        # a runtime setting, not stored: write every chunk, also one equal to the fill value
+        # (the integrity check counts on every chunk below n_complete existing)
+        config = {"write_empty_chunks": True}
+        self._noise = self._noise.with_config(config)
+        self._steps = self._steps.with_config(config)
+        self._scalar_arrays = {n: a.with_config(config) for n, a in self._scalar_arrays.items()}
+        self._writer = _Writer(
+            self.path,
+            self._group,
+            (self._noise, self._steps, [self._scalar_arrays[n] for n in self.scalar_names]),
+            (self._attrs_lock, self._attrs),
+            chunk_rows=chunk_rows,
+            max_pending=max_pending,
+            flush_interval=flush_interval,
+            lock=lock,
+            **position,
+        )
 
     @classmethod
     def resume(
@@ -308,46 +517,60 @@ class NoiseStore:
         the store's own.
         """
         _refuse_if_written_here(Path(path))
-        reader = cls.open(path)
-        steps = reader.steps
-        if steps.size > 1 and not bool(np.all(np.diff(steps) > 0)):
-            raise InvalidStoreError(
-                f"{reader.path}: its steps do not strictly increase, so the rows after step "
-                f"{after_step} cannot be told apart; it cannot be resumed."
-            )
-        keep = int(np.searchsorted(steps, int(after_step), side="right"))
         if not isinstance(max_pending_blocks, int | np.integer) or max_pending_blocks < 1:
             raise SgnMemoryError(
                 f"max_pending_blocks must be a positive integer; got {max_pending_blocks!r}."
             )
-        group = zarr.open_group(reader.path, mode="r+", zarr_format=3)
-        if keep < reader.n_complete:  # first: no reader ever sees a dropped row again
-            group.update_attributes({"n_complete": keep})
-        store = cls(reader.path, group, read_only=False)
-        store._noise = store._noise.with_config({"write_empty_chunks": True})
-        last = int(steps[keep - 1]) if keep else None
-        store._writer = _Writer(
-            store,
-            int(reader.attrs["chunk_rows"]),
-            int(max_pending_blocks),
-            flush_interval,
-            start=keep,
-            last_step=last,
-        )
+        reader = cls.open(path)  # a damaged store is refused before anything is touched
+        lock = WriterLock(reader.path).acquire()
+        try:
+            reader.refresh()  # the rows as they are now that no other writer can move them
+            steps = reader.steps
+            if steps.size > 1 and not bool(np.all(np.diff(steps) > 0)):
+                raise InvalidStoreError(
+                    f"{reader.path}: its steps do not strictly increase, so the rows after step "
+                    f"{after_step} cannot be told apart; it cannot be resumed."
+                )
+            keep = int(np.searchsorted(steps, int(after_step), side="right"))
+            group = zarr.open_group(reader.path, mode="r+", zarr_format=3)
+            if keep < reader.n_complete:  # first: no reader ever sees a dropped row again
+                group.update_attributes({"n_complete": keep})
+            store = cls(reader.path, group, read_only=False)
+            store._start_writer(
+                lock,
+                chunk_rows=int(reader.attrs["chunk_rows"]),
+                max_pending=int(max_pending_blocks),
+                flush_interval=flush_interval,
+                start=keep,
+                last_step=int(steps[keep - 1]) if keep else None,
+            )
+        except BaseException:
+            lock.release()
+            raise
         return store
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path) -> NoiseStore:
+    def open(cls, path, *, salvage: bool = False) -> NoiseStore:
         """Open an existing store read-only, after checking that it is a sound NoiseStore.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        salvage : bool
+            Open a damaged store anyway, to read what is still readable: every chunk is read
+            once now (checksums verified), the bad ones are listed in :attr:`damage`, and reads
+            return NaN (steps: -1; coordinate names: ``"?"``) where a bad chunk was, instead of
+            raising.  Off by default: damage is an error.
 
         Raises
         ------
         InvalidStoreError
             With one sentence naming what is wrong: no such path, not a zarr v3 group, not a
             NoiseStore, a missing or malformed array, inconsistent lengths, ``n_complete``
-            beyond the arrays.
+            beyond the arrays, a chunk below ``n_complete`` that is missing (checked here) or
+            whose checksum does not match (checked on every read, :meth:`verify` checks all).
         SchemaVersionError
             The store was written with a schema version this release does not read.
 
@@ -355,16 +578,22 @@ class NoiseStore:
         -----
         Row arrays longer than ``n_complete``, even of different lengths (a store being written,
         or a writer killed while growing them), are expected and not an error: rows past
-        ``n_complete`` are ignored.
+        ``n_complete`` are ignored.  Stores of schema version 1 (before checksums) are read;
+        only their ``noise`` and ``steps`` chunks can be checked for presence.
         """
         path = Path(path)
+        if not path.exists():
+            _explain_missing(path)
         _check_group_metadata(path)
         try:
             group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
         except Exception as err:
             raise InvalidStoreError(f"{path} cannot be opened as a zarr group: {err}.") from err
         _check_arrays(path, group)
-        return cls(path, group, read_only=True)
+        store = cls(path, group, read_only=True)
+        store._salvage = bool(salvage)
+        store._check_integrity()
+        return store
 
     def refresh(self) -> int:
         """Reader: re-read the store to see rows completed since it was opened; returns
@@ -375,7 +604,111 @@ class NoiseStore:
             _check_arrays(self.path, group)
             self._group = group
             self._load()
+            self._check_integrity()
         return self.n_complete
+
+    # -- integrity -----------------------------------------------------------------------
+
+    @property
+    def checksums(self) -> bool:
+        """Whether every chunk carries a crc32c checksum (schema version 2 and later)."""
+        return int(self._attrs["schema_version"]) >= 2
+
+    def _check_integrity(self) -> None:
+        missing = _check_chunks(self.path, self._group)
+        if not self._salvage:
+            if missing:
+                raise_bad(self.path, missing)
+            self.damage = ()
+            self._damage = {}
+            return
+        bad = self.verify()
+        self.damage = tuple(bad)
+        self._damage = {}
+        for chunk in bad:
+            self._damage.setdefault(chunk.array, set()).add(chunk.index)
+
+    def verify(self) -> list[BadChunk]:
+        """Read every chunk below ``n_complete`` of every array once; the missing ones and
+        those that do not decode (checksum mismatch, truncated file), in array order.  Empty:
+        the store is sound.  Reads the whole store (about as long as one analysis pass)."""
+        attrs = self._group.attrs.asdict()
+        missing = _check_chunks(self.path, self._group)
+        known = {(c.array, c.index) for c in missing}
+        bad = list(missing)
+        arrays = {
+            _NOISE: (self._group[_NOISE], self.n_complete),
+            _STEPS: (self._group[_STEPS], self.n_complete),
+            **{
+                f"{_SCALARS}/{n}": (self._group[f"{_SCALARS}/{n}"], self.n_complete)
+                for n in attrs["scalars"]
+            },
+        }
+        for field in _COORD_FIELDS:
+            a = self._group[f"{_COORDS}/{field}"]
+            arrays[f"{_COORDS}/{field}"] = (a, int(a.shape[0]))
+        for name, (array, n) in arrays.items():
+            indices = [
+                i for i in chunk_grid(array.shape, array.chunks, n) if (name, i) not in known
+            ]
+            bad += undecodable_chunks(array, name, n, indices=indices)
+        return bad
+
+    def _same_directory(self) -> None:
+        """The path still names the directory opened (not removed or replaced meanwhile):
+        zarr would read the chunks of a replacement, or fill values for a removed one."""
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._dir_id
+        except OSError:
+            same = False
+        if not same:
+            raise InvalidStoreError(
+                f"{self.path}: the store was removed or replaced while it was being read; "
+                "open it again."
+            )
+
+    def _values(self, name: str, array, rows, cols=None) -> np.ndarray:
+        """``array.oindex[rows(, cols)]``, reading around known-bad chunks when salvaging,
+        and naming the chunk when one does not decode."""
+        bad = self._damage.get(name)
+        if bad:
+            r = _as_index(rows, array.shape[0])
+            c = None if cols is None else _as_index(cols, array.shape[1])
+            fill = _SALVAGE_FILL.get(name.rpartition("/")[2], np.nan)
+            out = read_rows_around(array, r, c, bad, fill)
+            if name.startswith(_COORDS) and out.dtype == object:
+                out = out.astype(str)
+            if not isinstance(rows, slice) and np.ndim(rows) == 0:
+                out = out[0]
+            if cols is not None and not isinstance(cols, slice) and np.ndim(cols) == 0:
+                out = out[..., 0]
+            return out
+        try:
+            out = array.oindex[rows] if cols is None else array.oindex[rows, cols]
+        except SgnMemoryError:
+            raise
+        except (ValueError, OSError, TypeError, RuntimeError) as err:
+            self._raise_located(name, array, rows, cols, err)
+        self._same_directory()
+        return out
+
+    def _raise_located(self, name, array, rows, cols, err) -> None:
+        n = array.shape[0]
+        r = _as_index(rows, n) // array.chunks[0]
+        touched = [(int(i),) for i in np.unique(r)]
+        if cols is not None:
+            c = np.unique(_as_index(cols, array.shape[1]) // array.chunks[1])
+            touched = [(i[0], int(j)) for i in touched for j in c]
+        limit = self.n_complete if name in (_NOISE, _STEPS) or name.startswith(_SCALARS) else n
+        found = undecodable_chunks(array, name, limit, indices=touched, first_only=True)
+        if found:
+            raise_bad(self.path, found)
+        detail = (str(err).strip().splitlines() or [""])[0][:160]  # one line, bounded
+        raise InvalidStoreError(
+            f"{self.path}: the array {name!r} cannot be read ({type(err).__name__}: {detail}); "
+            "the store is damaged."
+        ) from err
 
     # -- writing -------------------------------------------------------------------------
 
@@ -428,6 +761,14 @@ class NoiseStore:
                 f"step must be {'an int' if single else f'{r} ints, one per row'}; got "
                 f"{step!r:.60}."
             )
+        if not bool(np.isfinite(x).all()):
+            bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise SgnMemoryError(
+                f"noise row {bad} of this call holds NaN or infinite values; a NoiseStore "
+                "records finite noise only (a diverged step is not a row)."
+            )
+        if r and int(steps.min()) < 0:
+            raise SgnMemoryError(f"steps must be non-negative; got {steps.min()}.")
         first = int(steps) if single else int(steps[0]) if r else None
         if first is not None and (
             (writer.last_step is not None and first <= writer.last_step)
@@ -482,9 +823,19 @@ class NoiseStore:
                 f"steps must strictly increase; the last row appended has step "
                 f"{writer.last_step} and this row {step}."
             )
+        if step < 0:
+            raise SgnMemoryError(f"steps must be non-negative; got {step}.")
         block = writer.block
         i = block.n
         fill(block.noise[i])
+        norm = scalars.get("noise_norm_sq")  # NaN/inf anywhere in the row make it non-finite
+        row = block.noise[i]
+        finite = math.isfinite(norm) if norm is not None else bool(np.isfinite(row).all())
+        if not finite:
+            raise SgnMemoryError(
+                f"the noise row of step {step} holds NaN or infinite values (the gradients or "
+                "the reference diverged); a NoiseStore records finite noise only."
+            )
         writer.last_step = step
         block.steps[i] = step
         index = self._scalar_index
@@ -551,23 +902,28 @@ class NoiseStore:
         """The coordinate map (read from disk once, then cached)."""
         if not hasattr(self, "_coordinates"):
             group = self._group[_COORDS]
-            self._coordinates = CoordinateMap(
-                param_name=group["param_name"][...],
-                flat_index=group["flat_index"][...],
-                layer=group["layer"][...],
-            )
+            fields = {
+                field: self._values(f"{_COORDS}/{field}", group[field], slice(None))
+                for field in _COORD_FIELDS
+            }
+            self._coordinates = CoordinateMap(**fields)
         return self._coordinates
 
     @property
     def steps(self) -> np.ndarray:
         """``(n_complete,)`` int64: the training step of each complete row."""
-        return np.asarray(self._steps[: self.n_complete], dtype=np.int64)
+        return np.asarray(
+            self._values(_STEPS, self._steps, slice(0, self.n_complete)), dtype=np.int64
+        )
 
     def scalar(self, name: str) -> np.ndarray:
         """``(n_complete,)`` float64 values of the per-step scalar ``name`` (NaN where unset)."""
         if name not in self._scalar_arrays:
             raise SgnMemoryError(f"unknown scalar {name!r}; this store has {self.scalar_names}.")
-        return np.asarray(self._scalar_arrays[name][: self.n_complete], dtype=np.float64)
+        values = self._values(
+            f"{_SCALARS}/{name}", self._scalar_arrays[name], slice(0, self.n_complete)
+        )
+        return np.asarray(values, dtype=np.float64)
 
     def read_noise(self, rows=slice(None), coords=slice(None)) -> np.ndarray:
         """Noise of the complete rows as float32.
@@ -587,22 +943,7 @@ class NoiseStore:
         """
         row_sel = _selection(rows, self.n_complete, "rows")
         coord_sel = _selection(coords, self.n_coords, "coords")
-        with self._damaged_chunks():
-            return np.asarray(self._noise.oindex[row_sel, coord_sel], dtype=np.float32)
-
-    @contextlib.contextmanager
-    def _damaged_chunks(self):
-        """A chunk file that no longer decodes (truncated, overwritten) is a damaged store."""
-        try:
-            yield
-        except SgnMemoryError:
-            raise
-        except (ValueError, OSError, TypeError) as err:
-            detail = (str(err).strip().splitlines() or [""])[0][:160]  # one line, bounded
-            raise InvalidStoreError(
-                f"{self.path}: a noise chunk cannot be read ({type(err).__name__}: {detail}); "
-                "the store is damaged (a truncated or overwritten chunk file)."
-            ) from err
+        return np.asarray(self._values(_NOISE, self._noise, row_sel, coord_sel), dtype=np.float32)
 
     def iter_coord_blocks(self, block: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(coords, noise)`` for consecutive coordinate blocks over the full time axis.
@@ -626,8 +967,9 @@ class NoiseStore:
         n = self.n_complete  # fixed for the whole pass, so that every block has the same rows
         for start in range(0, self.n_coords, int(width)):
             cols = slice(start, min(start + int(width), self.n_coords))
-            with self._damaged_chunks():
-                block_values = np.asarray(self._noise[:n, cols], dtype=np.float32)
+            block_values = np.asarray(
+                self._values(_NOISE, self._noise, slice(0, n), cols), dtype=np.float32
+            )
             yield cols, block_values
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +23,6 @@ class _Block:
     n: int = 0
 
 
-if TYPE_CHECKING:
-    from ._store import NoiseStore
-
 _STOP = object()
 
 
@@ -37,23 +34,31 @@ class _Writer:
 
     def __init__(
         self,
-        store: NoiseStore,
+        path,
+        group,
+        arrays: tuple[Any, Any, list[Any]],
+        attrs: tuple[threading.Lock, dict],
+        *,
         chunk_rows: int,
         max_pending: int,
         flush_interval,
+        lock,
         start: int = 0,
         last_step: int | None = None,
     ):
-        self.path = store.path
-        self.group = store._group
-        self.noise, self.steps = store._noise, store._steps
-        self.scalar_arrays = [store._scalar_arrays[name] for name in store.scalar_names]
+        """``arrays``: the noise, steps and scalar zarr arrays (in the store's scalar order);
+        ``attrs``: the lock guarding the attribute dict and the dict, both shared with the
+        store; ``lock``: the store's :class:`~._lock.WriterLock`, released by :meth:`stop`."""
+        self.path = path
+        self.group = group
+        self.noise, self.steps, scalar_arrays = arrays
+        self.scalar_arrays = list(scalar_arrays)
         self.row_arrays = [self.noise, self.steps, *self.scalar_arrays]
-        self.attrs_lock = store._attrs_lock
-        self.attrs = store._attrs
+        self.attrs_lock, self.attrs = attrs
+        self.lock = lock
         self.chunk_rows = chunk_rows
-        self.row_chunk = store._steps.chunks[0]
-        self.n_coords = store.n_coords
+        self.row_chunk = self.steps.chunks[0]
+        self.n_coords = int(self.noise.shape[1])
         self.flush_interval = flush_interval
         # rows the arrays have on disk (grown by the thread): the shortest row array, since a
         # writer killed while growing them may have left them of different lengths
@@ -132,10 +137,13 @@ class _Writer:
             self.queue.put(_STOP)
             self.thread.join()
             _LIVE_WRITERS.discard(self)
-        if self.error is None and self.n_rows > self.n_complete:
-            for array in self.row_arrays:  # drops only unwritten rows past n_complete
-                array.resize((self.n_complete, *array.shape[1:]))
-            self.n_rows = self.n_complete
+        try:
+            if self.error is None and self.n_rows > self.n_complete:
+                for array in self.row_arrays:  # drops only unwritten rows past n_complete
+                    array.resize((self.n_complete, *array.shape[1:]))
+                self.n_rows = self.n_complete
+        finally:
+            self.lock.release()
         if not self.error_reported:
             self.raise_error()
 
