@@ -10,6 +10,7 @@ from .errors import (
     InvalidStoreError,
     SchemaVersionError,
     SgnMemoryError,
+    UsageError,
 )
 from .fbm import fbm, fgn, fgn_autocovariance
 from .hurst import (
@@ -122,6 +123,7 @@ __all__ = [
     "SurvivalCurve",
     "TailIndex",
     "TestResult",
+    "UsageError",
     "Well",
     "__version__",
     "analyze",

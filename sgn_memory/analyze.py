@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import hurst as _hurst
 from . import tails as _tails
-from .errors import InsufficientDataError, SgnMemoryError
+from .errors import InsufficientDataError, SgnMemoryError, UsageError
 
 SUMMARY_SCHEMA_VERSION = 1
 _MIN_STEPS = 128  # the default battery (DFA/R/S scales, D'Agostino) needs at least this
@@ -58,6 +58,7 @@ class Source:
     scalars: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     steps: np.ndarray | None = field(default=None, repr=False)
     attrs: dict[str, Any] = field(default_factory=dict, repr=False)
+    damage: tuple[str, ...] = ()  # bad chunks of a salvaged store, one sentence each
 
     def read(self, cols: np.ndarray) -> np.ndarray:
         if self.kind == "store":
@@ -67,6 +68,8 @@ class Source:
 
 def _array_source(label: str, kind, array: np.ndarray) -> Source:
     array = np.asarray(array)
+    if array.dtype.kind == "c":
+        raise SgnMemoryError(f"{label}: holds complex numbers ({array.dtype}); give real values.")
     if array.dtype.kind not in "biuf":
         raise SgnMemoryError(f"{label}: holds {array.dtype} values, not numbers.")
     if array.ndim != 2:
@@ -86,56 +89,152 @@ def _array_source(label: str, kind, array: np.ndarray) -> Source:
     )
 
 
-def open_source(item) -> Source:
-    """Open one input: a NoiseStore directory, a ``.npy``/``.npz``/``.csv`` file, or an array."""
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _load_npy(path: Path, label: str) -> np.ndarray:
+    with path.open("rb") as f:
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            raise SgnMemoryError(
+                f"{label}: not a .npy file (it does not start with NumPy's header)."
+            )
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise SgnMemoryError(
+                f"{label}: holds Python objects (pickled data), which are never loaded; save a "
+                "numeric array."
+            ) from None
+        raise SgnMemoryError(f"{label}: a damaged .npy file ({err}).") from None
+
+
+def _load_npz(path: Path, label: str) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if len(names) == 1:
+                return archive[names[0]]
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise SgnMemoryError(f"{label}: not a readable .npz archive ({err}).") from None
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise SgnMemoryError(
+                f"{label}: holds Python objects (pickled data), which are never loaded; save a "
+                "numeric array."
+            ) from None
+        raise SgnMemoryError(f"{label}: a damaged .npz archive ({err}).") from None
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise SgnMemoryError(
+        f"{label}: holds {len(names)} arrays ({shown}); save one steps x series array per .npz."
+    )
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A CSV of steps x series: the values and the header's names (None without a header).
+
+    The first line alone decides whether there is a header (any cell of it that is not a
+    number); the separator is the one of comma, semicolon or tab that the first line holds
+    (whitespace when it holds none of them).  Every other cell must be a number (``nan``
+    and ``inf`` included): the first that is not is named by line and column."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            first = f.readline().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SgnMemoryError(f"{label}: not a text CSV file (it is not UTF-8).") from None
+    present = [d for d in (",", ";", "\t") if d in first]
+    if len(present) > 1:
+        shown = " and ".join(repr(d) for d in present)
+        raise SgnMemoryError(
+            f"{label}: its first line holds both {shown}; save the CSV with one separator "
+            "(a comma) and '.' as the decimal point."
+        )
+    sep = present[0] if present else (r"\s+" if len(first.split()) > 1 else ",")
+    cells = [c.strip() for c in (first.split() if sep == r"\s+" else first.split(sep))]
+    has_header = any(not _number(c) for c in cells)
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            header=None,
+            skiprows=1 if has_header else 0,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=True,
+            engine="python" if sep == r"\s+" else "c",
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        detail = " ".join(str(err).split())[:160]
+        raise SgnMemoryError(f"{label}: not a readable CSV file ({detail}).") from None
+    if frame.shape[1] != len(cells):
+        raise SgnMemoryError(
+            f"{label}: its first line has {len(cells)} cells but the rows below have "
+            f"{frame.shape[1]}; every line must have the same number of cells."
+        )
+    text = frame.to_numpy(dtype=object)
+    values = np.empty(text.shape)
+    for j in range(text.shape[1]):
+        col = pd.to_numeric(pd.Series(text[:, j]).str.strip(), errors="coerce").to_numpy(float)
+        bad = (
+            np.isnan(col)
+            & ~pd.Series(text[:, j])
+            .str.strip()
+            .str.lower()
+            .isin(["nan", "+nan", "-nan"])
+            .to_numpy()
+        )
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            cell = str(text[i, j]).strip()
+            what = "is empty" if cell == "" else f"holds {cell[:30]!r}, not a number"
+            raise SgnMemoryError(
+                f"{label}: line {i + 1 + has_header}, column {j + 1} {what}; every cell "
+                f"{'below the header ' if has_header else ''}must be a number (nan for a "
+                "missing value)."
+            )
+        values[:, j] = col
+    return values, (np.array(cells) if has_header else None)
+
+
+def open_source(item, *, salvage: bool = False) -> Source:
+    """Open one input: a NoiseStore directory, a ``.npy``/``.npz``/``.csv`` file, or an array.
+
+    ``salvage``: open a damaged NoiseStore to analyse what is still readable (see
+    :meth:`NoiseStore.open`); series touched by a bad chunk are NaN and excluded."""
     if isinstance(item, np.ndarray):
         return _array_source("array", "array", item)
     from .store import NoiseStore
 
     if isinstance(item, NoiseStore):
         return _store_source(item, str(item.path))
+    if not isinstance(item, str | os.PathLike):
+        raise SgnMemoryError(
+            f"an input must be a path, a NoiseStore or a numpy array; got {type(item).__name__}."
+        )
     path = Path(os.fspath(item))
     label = str(path)
     if not path.exists():
         raise SgnMemoryError(f"{label}: no such file or directory.")
     if path.is_dir():
-        return _store_source(NoiseStore.open(path), label)
+        return _store_source(NoiseStore.open(path, salvage=salvage), label)
     if path.stat().st_size == 0:
         raise SgnMemoryError(f"{label}: the file is empty.")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            return _array_source(label, "npy", np.load(path, allow_pickle=False, mmap_mode="r"))
-        except ValueError as err:
-            raise SgnMemoryError(
-                f"{label}: not a plain numeric .npy array ({err}); pickled data is never loaded."
-            ) from None
+        return _array_source(label, "npy", _load_npy(path, label))
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                names = list(archive.files)
-                if len(names) != 1:
-                    raise SgnMemoryError(
-                        f"{label}: holds {len(names)} arrays ({', '.join(names[:5])}); "
-                        "save one steps x series array per .npz."
-                    )
-                array = archive[names[0]]
-        except (ValueError, zipfile.BadZipFile, OSError) as err:
-            raise SgnMemoryError(
-                f"{label}: not a readable numeric .npz archive ({err}); pickled data is never "
-                "loaded."
-            ) from None
-        return _array_source(label, "npz", array)
+        return _array_source(label, "npz", _load_npz(path, label))
     if suffix == ".csv":
-        try:
-            frame = pd.read_csv(path, header=None)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise SgnMemoryError(f"{label}: not a readable CSV file ({err}).") from None
-        header = None
-        if not all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
-            header = frame.iloc[0].astype(str).to_numpy()
-            frame = frame.iloc[1:].apply(pd.to_numeric, errors="coerce")
-        source = _array_source(label, "csv", frame.to_numpy(dtype=np.float64))
+        values, header = _read_csv(path, label)
+        source = _array_source(label, "csv", values)
         if header is not None:
             source = Source(**{**source.__dict__, "name": header})
         return source
@@ -159,6 +258,7 @@ def _store_source(store, label: str) -> Source:
         scalars={name: store.scalar(name) for name in store.scalar_names},
         steps=store.steps,
         attrs=dict(store.attrs),
+        damage=tuple(str(b) for b in store.damage),
     )
 
 
@@ -263,17 +363,27 @@ def _blocks(source: Source, cols: np.ndarray, block: int) -> list[np.ndarray]:
 
 def _block_job(source, chosen, block_seed, options, w_len, w_starts):
     """The battery (and the windows) on one block of series; runs locally or on a worker."""
-    if isinstance(source, str):  # a NoiseStore path shipped to a Dask worker
-        source = open_source(source)
+    if isinstance(source, tuple):  # a NoiseStore shipped to a Dask worker: path and damage
+        from .store import NoiseStore
+
+        path, damage = source
+        source = _store_source(NoiseStore._open_known_damage(path, damage), path)
     x = np.ascontiguousarray(source.read(np.asarray(chosen)).T)
     stats = _battery(x, rng=np.random.default_rng(block_seed), **options)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # what counts as analysed: finite throughout and not constant (else every statistic
+        # is NaN and the series is in no fraction)
+        stats["usable"] = np.isfinite(x).all(axis=1) & (np.ptp(x, axis=1) > 0)
     win = _window_stats(x, w_len, w_starts) if w_starts else None
     return stats, win
 
 
 def _remote_source(source: Source):
-    """What to ship to Dask workers: a store's path (workers reopen it), else the source."""
-    return str(source._data.path) if source.kind == "store" else source
+    """What to ship to Dask workers: a store's path and known bad chunks (workers reopen it
+    without re-verifying it), else the source."""
+    if source.kind != "store":
+        return source
+    return str(source._data.path), tuple(source._data.damage)
 
 
 def _dask_client(scheduler):
@@ -310,7 +420,12 @@ def _excess_ci(diff: np.ndarray) -> tuple[float, float, float]:
 
 
 def _summarise(table: pd.DataFrame, level: float, preset: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"n_series": len(table)}
+    usable = int(table["usable"].sum()) if "usable" in table else len(table)
+    out: dict[str, Any] = {
+        "n_series": len(table),
+        "n_analysed": usable,
+        "n_excluded": len(table) - usable,
+    }
     for key in _ESTIMATORS:
         h, base = table[f"hurst_{key}"].to_numpy(), table[f"hurst_{key}_shuffled"].to_numpy()
         fin = h[np.isfinite(h)]
@@ -403,6 +518,7 @@ def analyze(
     window: int | None = None,
     scheduler=None,
     progress=None,
+    salvage: bool = False,
 ) -> Analysis:
     """Run the battery on every series of one or more inputs.
 
@@ -437,6 +553,19 @@ def analyze(
         to them.  Results are identical either way (every block has its own seed).
     progress : callable, optional
         Called with (series done, series total) after each block.
+    salvage : bool
+        Analyse damaged NoiseStores anyway (:meth:`NoiseStore.open` with ``salvage=True``):
+        series touched by a missing or damaged chunk are excluded (``n_excluded``) and the bad
+        chunks are listed in ``Analysis.sources[i].damage`` and in summary.json.  Off by
+        default: a damaged store is an error.
+
+    Raises
+    ------
+    UsageError
+        A setting out of range (one sentence naming it).
+    InsufficientDataError
+        An input too short for the battery, or none of whose series could be analysed (all
+        constant or holding NaN/inf).
 
     Notes
     -----
@@ -447,12 +576,18 @@ def analyze(
     if isinstance(inputs, (str, os.PathLike, np.ndarray)) or not isinstance(inputs, Sequence):
         inputs = [inputs]
     if not inputs:
-        raise SgnMemoryError("analyze needs at least one input.")
-    if preset not in (None, "tan2021"):
-        raise SgnMemoryError(f"preset must be 'tan2021' or None; got {preset!r}.")
-    if int(block) < 1:
-        raise SgnMemoryError(f"block must be a positive integer; got {block}.")
-    sources = tuple(open_source(item) for item in inputs)
+        raise UsageError("analyze needs at least one input.")
+    _check_settings(
+        preset=preset,
+        max_coords=max_coords,
+        seed=seed,
+        block=block,
+        level=level,
+        acf_lags=acf_lags,
+        n_bootstrap=n_bootstrap,
+        window=window,
+    )
+    sources = tuple(open_source(item, salvage=salvage) for item in inputs)
     for s in sources:
         if s.n_steps < _MIN_STEPS:
             raise InsufficientDataError(
@@ -507,6 +642,13 @@ def analyze(
             if win is not None:
                 window_parts.append(win)
         table = pd.concat(parts, ignore_index=True)
+        if not table["usable"].any():
+            what = "every one is constant or holds NaN/inf values"
+            if s.damage:
+                what += f", or lies in one of its {len(s.damage)} unreadable chunks"
+            raise InsufficientDataError(
+                f"{s.label}: none of its {len(table)} series could be analysed ({what})."
+            )
         frames.append(table)
         if w_starts:
             values = np.concatenate(window_parts, axis=0)
@@ -559,11 +701,38 @@ def analyze(
             "scheduler": None
             if scheduler is None
             else str(getattr(scheduler, "scheduler_address", scheduler)),
+            "salvage": bool(salvage),
             "baseline": "each estimator on one time-shuffled copy of each series",
             "schema_version": SUMMARY_SCHEMA_VERSION,
         },
         sources=sources,
     )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _check_settings(*, preset, max_coords, seed, block, level, acf_lags, n_bootstrap, window):
+    """Every setting of :func:`analyze` in range, or one sentence naming the first that is not."""
+    if preset not in (None, "tan2021"):
+        raise UsageError(f"preset must be 'tan2021' or None; got {preset!r}.")
+    if max_coords is not None and (not _is_int(max_coords) or max_coords < 1):
+        raise UsageError(f"max_coords must be a positive integer or None; got {max_coords!r}.")
+    if not _is_int(seed) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer; got {seed!r}.")
+    if not _is_int(block) or block < 1:
+        raise UsageError(f"block must be a positive integer; got {block!r}.")
+    if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
+        raise UsageError(f"level must be a number strictly between 0 and 1; got {level!r}.")
+    if not 0 < level < 1:
+        raise UsageError(f"level must lie strictly between 0 and 1; got {level!r}.")
+    if not _is_int(acf_lags) or acf_lags < 1:
+        raise UsageError(f"acf_lags must be a positive integer; got {acf_lags!r}.")
+    if not _is_int(n_bootstrap) or n_bootstrap < 1:
+        raise UsageError(f"n_bootstrap must be a positive integer; got {n_bootstrap!r}.")
+    if window is not None and (not _is_int(window) or window < 0):
+        raise UsageError(f"window must be a non-negative integer or None; got {window!r}.")
 
 
 def _run_labels(sources: Sequence[Source]) -> list[str]:

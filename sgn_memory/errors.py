@@ -12,11 +12,17 @@ __all__ = [
     "EmbeddingWarning",
     "InsufficientDataError",
     "SgnMemoryError",
+    "UsageError",
 ]
 
 
 class SgnMemoryError(ValueError):
     """Base class of every error caused by a user's input or settings."""
+
+
+class UsageError(SgnMemoryError):
+    """A setting out of its range or an output path that cannot be used: the caller's call, not
+    the data, is wrong (the command line exits 2 for these, 1 for the others)."""
 
 
 class InsufficientDataError(SgnMemoryError):

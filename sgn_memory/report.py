@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ REPORT_SCHEMA_VERSION = 1
 
 # the columns of the short table (stdout and report.md): (column, header, format)
 KEY_COLUMNS = (
-    ("n_series", "series", "{:d}"),
+    ("n_analysed", "series", "{:d}"),
+    ("n_excluded", "excluded", "{:d}"),
     ("hurst_rs_median", "H R/S", "{:.3f}"),
     ("hurst_dfa_median", "H DFA", "{:.3f}"),
     ("hurst_whittle_median", "H Whittle", "{:.3f}"),
@@ -64,7 +66,13 @@ def summary_dict(analysis) -> dict[str, Any]:
             "sgn_memory": __version__,
             "settings": analysis.settings,
             "inputs": [
-                {"label": s.label, "kind": s.kind, "n_steps": s.n_steps, "n_series": s.n_series}
+                {
+                    "label": s.label,
+                    "kind": s.kind,
+                    "n_steps": s.n_steps,
+                    "n_series": s.n_series,
+                    **({"damaged_chunks": list(s.damage)} if s.damage else {}),
+                }
                 for s in analysis.sources
             ],
             "runs": analysis.runs.to_dict(orient="records"),
@@ -94,6 +102,22 @@ def format_table(frame, columns=KEY_COLUMNS) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
+def _damage_lines(analysis) -> list[str]:
+    """What a salvaged analysis could not read, said before any number."""
+    lines = []
+    for src in analysis.sources:
+        if src.damage:
+            lines += [
+                "",
+                f"**Salvaged: `{src.label}` is damaged.** {len(src.damage)} chunk(s) could not "
+                "be read; the series they touch are excluded (column `excluded`):",
+                "",
+                *(f"- {d}" for d in src.damage[:20]),
+                *([f"- ... and {len(src.damage) - 20} more"] if len(src.damage) > 20 else []),
+            ]
+    return lines
+
+
 def _markdown(analysis) -> str:
     s = analysis.settings
     lines = [
@@ -102,6 +126,7 @@ def _markdown(analysis) -> str:
         f"Inputs: {', '.join(f'`{src.label}`' for src in analysis.sources)}.",
         f"Settings: preset={s['preset']}, level={s['level']}, max_coords={s['max_coords']}, "
         f"seed={s['seed']}; baseline: {s['baseline']}.",
+        *_damage_lines(analysis),
         "",
         "## Runs",
         "",
@@ -381,6 +406,13 @@ def _html(analysis, folder: Path, plots: list[str]) -> str:
         "border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}</style></head><body>",
         "<h1>sgn_memory report</h1>",
         "<p>Inputs: " + ", ".join(html.escape(s.label) for s in analysis.sources) + "</p>",
+        *(
+            f"<p><strong>Salvaged: {html.escape(s.label)} is damaged.</strong> "
+            f"{len(s.damage)} chunk(s) could not be read; the series they touch are excluded "
+            "(column <em>excluded</em>). See summary.json for the list.</p>"
+            for s in analysis.sources
+            if s.damage
+        ),
         "<h2>Runs</h2>",
         table(analysis.runs),
         "<h2>Layers</h2>",
@@ -396,17 +428,84 @@ def _html(analysis, folder: Path, plots: list[str]) -> str:
     return "\n".join(parts)
 
 
-def write_report(analysis, out_dir, *, overwrite: bool = False, plots: bool = True) -> Path:
-    """Write the report folder atomically (temporary sibling, then rename); returns its path."""
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise SgnMemoryError(f"{out}: already exists; choose another --out or pass --overwrite.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+MARKER = ".sgn-report"  # in every report folder: what --overwrite may replace
+
+
+def _is_report(path: Path) -> bool:
     try:
+        meta = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == "sgn_memory.report"
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies inside it (both resolved)."""
+    return a == b or b in a.parents
+
+
+def check_out(out_dir, *, overwrite: bool = False, inputs=()) -> Path:
+    """Check that a report can be written at ``out_dir`` before any work; returns its path.
+
+    ``--overwrite`` replaces only an earlier report of ours (recognised by the marker file
+    ``.sgn-report`` written in every report): never an input, never a folder holding an input
+    or inside one, never a directory that is not a report, never a file.  The parent folder
+    must exist and be writable.  Raises :class:`~sgn_memory.errors.UsageError` (one sentence).
+    """
+    from .errors import UsageError
+
+    out = Path(out_dir)
+    target = out.resolve()
+    for item in inputs:
+        if isinstance(item, str | os.PathLike):
+            src = Path(item).resolve()
+            if _inside(target, src) or _inside(src, target):
+                raise UsageError(
+                    f"--out {out} would overwrite or sit inside the input {item}; choose a "
+                    "report folder apart from the inputs."
+                )
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out} is a file, not a report folder; choose another --out.")
+    if out.exists():
+        if not overwrite:
+            raise UsageError(
+                f"--out {out} already exists; choose another --out or pass --overwrite."
+            )
+        if not _is_report(out):
+            raise UsageError(
+                f"--out {out} is a folder that is not a report of sgn-analyze (it has no "
+                f"{MARKER} marker); --overwrite replaces only earlier reports."
+            )
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {parent} does not exist.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder {parent} is not writable.")
+    return out
+
+
+def write_report(
+    analysis, out_dir, *, overwrite: bool = False, plots: bool = True, inputs=None
+) -> Path:
+    """Write the report folder atomically (temporary sibling, then rename); returns its path.
+
+    The folder is checked first (:func:`check_out`, against ``inputs`` or the analysis'
+    sources); an existing report is replaced only once the new one is complete.  A failure
+    while writing (a full disk) removes the partial new folder and leaves the old one as it
+    was; it is raised as :class:`~sgn_memory.SgnMemoryError` naming what happened.
+    """
+    if inputs is None:
+        inputs = [s.label for s in analysis.sources if s.kind != "array"]
+    out = check_out(out_dir, overwrite=overwrite, inputs=inputs)
+    target = out.resolve()
+    tag = f"{os.getpid()}-{secrets.token_hex(3)}"
+    tmp = target.parent / f".{target.name}.tmp-{tag}"
+    try:
+        tmp.mkdir()
+        (tmp / MARKER).write_text(
+            json.dumps({"format": "sgn_memory.report", "schema_version": REPORT_SCHEMA_VERSION})
+            + "\n"
+        )
         (tmp / "summary.json").write_text(
             json.dumps(summary_dict(analysis), indent=2, allow_nan=False) + "\n"
         )
@@ -416,13 +515,22 @@ def write_report(analysis, out_dir, *, overwrite: bool = False, plots: bool = Tr
             _markdown(analysis) + "".join(f"\n![{n}]({n})\n" for n in names)
         )
         (tmp / "report.html").write_text(_html(analysis, tmp, names))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
+        if target.exists():
+            if not _is_report(target):  # checked again: it may have changed during the analysis
+                raise SgnMemoryError(f"{out} is no longer a report folder; nothing was replaced.")
+            old = target.parent / f".{target.name}.old-{tag}"
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
         else:
-            tmp.rename(out)
+            tmp.rename(target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = err.strerror or str(err)
+        raise SgnMemoryError(
+            f"could not write the report to {out} ({why}); nothing was written"
+            + (" and the earlier report is unchanged." if target.exists() else ".")
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -419,3 +419,65 @@ def test_a_writer_killed_at_random_moments_never_corrupts_a_row(tmp_path):
         survived += 1
         start = n  # the next writer resumes after the last complete row
     assert survived == kills and start > 0
+
+
+# ------------------------------------------------------------------------------ full disk
+
+
+def _train_until_the_disk_is_full(path: Path, monkeypatch, *, full_after: str | None):
+    import torch
+
+    from sgn_memory import NoiseCollector
+
+    if full_after is not None:  # the disk fills up when this chunk is written
+        set_ = zarr.storage.LocalStore.set
+
+        async def set_or_enospc(self, key, value):
+            if key.startswith(full_after):
+                raise OSError(28, "No space left on device")
+            return await set_(self, key, value)
+
+        monkeypatch.setattr(zarr.storage.LocalStore, "set", set_or_enospc)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(200, 200), torch.nn.Linear(200, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(64, 200), torch.randint(0, 10, (64,))
+    col = NoiseCollector(model, opt, path, coordinates=2000, reference="none")
+    with pytest.warns(RuntimeWarning, match="recording stopped") as record:
+        for _ in range(1200):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        col.close()
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    [message] = [str(w.message) for w in record if "recording stopped" in str(w.message)]
+    return col, message
+
+
+def test_a_full_disk_warning_says_what_is_on_disk(tmp_path, monkeypatch):
+    path = tmp_path / "run"
+    col, message = _train_until_the_disk_is_full(path, monkeypatch, full_after="noise/c/1/")
+    on_disk = NoiseStore.open(path).n_complete
+    assert on_disk == 524  # the first chunk of rows (k = 2000: 524 rows per chunk)
+    assert f"the {on_disk} rows on disk are kept" in message
+    assert f"the {col.rows_written - on_disk} rows after them are lost" in message
+    assert "No space left on device" in message
+
+
+def test_a_real_full_disk(tmp_path):
+    """The same on a 6 MiB tmpfs, where the machine lets us mount one (root in a container)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        col, message = _train_until_the_disk_is_full(mnt / "run", None, full_after=None)
+        on_disk = NoiseStore.open(mnt / "run").n_complete
+        assert on_disk == 524 and f"the {on_disk} rows on disk are kept" in message
+        np.testing.assert_array_equal(NoiseStore.open(mnt / "run").steps, np.arange(1, 525))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -517,13 +517,15 @@ class NoiseCollector:
         del self._handles[2:]
         with contextlib.suppress(Exception):
             self.store.flush()
-        on_disk = "?"
+        on_disk, lost = "?", ""
         with contextlib.suppress(Exception):
             on_disk = self.store.n_complete
+            if self.store.n_appended > on_disk:
+                lost = f"; the {self.store.n_appended - on_disk} rows after them are lost"
         warnings.warn(
             f"sgn_memory: recording stopped at optimizer step {self.steps_seen} "
             f"({type(exc).__name__}: {exc}); training continues, the {on_disk} rows on disk "
-            "are kept.",
+            f"are kept{lost}.",
             RuntimeWarning,
             stacklevel=3,
         )

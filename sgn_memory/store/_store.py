@@ -595,6 +595,21 @@ class NoiseStore:
         store._check_integrity()
         return store
 
+    @classmethod
+    def _open_known_damage(cls, path, damage) -> NoiseStore:
+        """A salvaging reader whose bad chunks are already known (a Dask worker reopening a
+        store the client verified): nothing is re-read to find them."""
+        path = Path(path)
+        _check_group_metadata(path)
+        group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+        _check_arrays(path, group)
+        store = cls(path, group, read_only=True)
+        store._salvage = True
+        store.damage = tuple(damage)
+        for chunk in store.damage:
+            store._damage.setdefault(chunk.array, set()).add(chunk.index)
+        return store
+
     def refresh(self) -> int:
         """Reader: re-read the store to see rows completed since it was opened; returns
         ``n_complete``.  On a writer this is a no-op."""
