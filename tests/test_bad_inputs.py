@@ -202,7 +202,7 @@ def test_a_csv_header_comes_from_the_first_line_and_separators_are_detected(tmp_
     assert src.n_steps == 200 and list(src.name) == ["0", "1", "2"]
     np.testing.assert_array_equal(src.read(np.arange(3)), x)
     (tmp_path / "ragged.csv").write_text("1,2,3\n4,5\n")
-    with pytest.raises(sgn.SgnMemoryError, match="line 2, column 3 is empty|same number"):
+    with pytest.raises(sgn.SgnMemoryError, match=r"line 2, column 3 is empty|same number"):
         open_source(tmp_path / "ragged.csv")
 
 

@@ -475,7 +475,7 @@ def test_a_real_full_disk(tmp_path):
     if made.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        col, message = _train_until_the_disk_is_full(mnt / "run", None, full_after=None)
+        _, message = _train_until_the_disk_is_full(mnt / "run", None, full_after=None)
         on_disk = NoiseStore.open(mnt / "run").n_complete
         assert on_disk == 524 and f"the {on_disk} rows on disk are kept" in message
         np.testing.assert_array_equal(NoiseStore.open(mnt / "run").steps, np.arange(1, 525))

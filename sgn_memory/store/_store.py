@@ -313,8 +313,16 @@ class NoiseStore:
             k).  At most this many rows (plus up to ``flush_interval`` seconds of rows) are lost
             when the writing process is killed.
         overwrite : bool
-            Replace an existing NoiseStore at ``path``.  A non-empty directory that is not a
-            NoiseStore is never deleted.
+            Replace an existing NoiseStore at ``path`` (or what an interrupted creation left
+            there), once no process holds its writer lock; the old store is removed only after
+            the new one is in place.  A non-empty directory that is not a NoiseStore is never
+            deleted.
+
+        Raises
+        ------
+        SgnMemoryError
+            A bad argument, an existing path (without ``overwrite``), a path that is a file or
+            a foreign directory, or a store another process is writing (naming it).
         max_pending_blocks : int
             Full blocks that may wait for the writer thread.  When disk writes fall further
             behind, :meth:`append` waits for the thread instead of growing memory: the writer
