@@ -26,6 +26,9 @@ A configuration is one TOML file::
 
 A setting whose *value* is itself a list (``probe_at``, ``dataset_kwargs``...) is written inside
 ``grid`` as a list of lists when it varies, or as ``fixed = {probe_at = [500, 1000]}``.
+Every setting of every run is checked when the file is read, before anything runs: its type and
+range, the names (datasets, models, optimizers...), the options each takes, the data files, the
+probe steps against ``steps``; a :class:`ConfigError` names the file, the group and the key.
 Every run gets a stable identifier from its settings (``group/model-dataset-...-s<seed>-<hash>``)
 and the hash of its full settings decides, on a rerun, whether its finished result still holds.
 """
@@ -36,7 +39,9 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +91,11 @@ RUN_DEFAULTS: dict[str, Any] = {
 #: Settings added after sweeps had run, with the value that reproduces what ran before them.
 _ADDED_LATER: dict[str, Any] = {"sampling": "epoch"}
 _MISSING = object()
+
+#: Minibatch sampling (:class:`experiments.runner.Shuffled`) and the reference of the
+#: trajectory (:class:`sgn_memory.collect.NoiseCollector`).
+SAMPLINGS = ("epoch", "iid")
+REFERENCES = ("exact", "batch", "none")
 
 _GROUP_KEYS = {"name", "grid", "fixed", "variant"}
 _TOP_KEYS = {"name", "kind", "seeds", "out", "threads", "defaults", "group", "description"}
@@ -161,6 +171,23 @@ def resolve(name_or_path: str) -> Path:
     return preset
 
 
+def label(path: Path) -> str:
+    """How messages name a configuration file: a preset by its file name, others as given."""
+    return path.name if path.parent == PRESETS_DIR else str(path)
+
+
+def read_toml(path: Path) -> dict:
+    """The parsed file; a :class:`ConfigError` naming the file if it cannot be read or parsed."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{label(path)}: not valid TOML ({err}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label(path)}: not a text (UTF-8) file.") from None
+    except OSError as err:
+        raise ConfigError(f"{label(path)}: cannot be read ({err.strerror}).") from None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"steps=500"`` or ``"probe_at=[100, 200]"`` (a TOML value) -> (key, value)."""
     key, sep, value = text.partition("=")
@@ -179,40 +206,59 @@ def load_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> C
     """Read and validate a configuration; expand its groups into runs.
 
     ``overrides`` (from ``--set KEY=VALUE``) replace a setting in every run, after the groups.
+    Every run's settings are checked before anything runs (see :func:`_check_run`): a
+    :class:`ConfigError` names the file, the group and the key.
     """
     overrides = _check_settings(dict(overrides or {}), "--set")
     path = resolve(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err}).") from None
+    name = label(path)
+    raw = read_toml(path)
     if raw.get("kind", "training") != "training":
-        raise ConfigError(f"{path}: kind = {raw['kind']!r} is not a training sweep.")
+        raise ConfigError(f"{name}: kind = {raw['kind']!r} is not a training sweep.")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise ConfigError(
-            f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}."
+            f"{name}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}."
         )
     seeds = raw.get("seeds", [0])
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-        raise ConfigError(f"{path}: seeds must be a non-empty list of integers.")
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ConfigError(f"{name}: seeds = {seeds!r} must be a non-empty list of integers >= 0.")
+    for key in ("name", "out", "description"):
+        if key in raw and not (isinstance(raw[key], str) and (raw[key] or key == "description")):
+            raise ConfigError(f"{name}: {key} = {raw[key]!r} must be a non-empty string.")
+    threads = raw.get("threads")
+    if threads is not None and _integer(1)(threads):
+        raise ConfigError(f"{name}: threads = {threads!r} must be an integer >= 1.")
     defaults = copy.deepcopy(RUN_DEFAULTS)
-    defaults.update(_check_settings(raw.get("defaults", {}), f"{path} [defaults]"))
+    table = raw.get("defaults", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: [defaults] must be a table of settings.")
+    defaults.update(_check_settings(table, f"{name} [defaults]"))
     groups = raw.get("group", [{"name": "main"}])
+    if not isinstance(groups, list) or not groups:
+        raise ConfigError(f"{name}: 'group' must be one or more [[group]] tables.")
     runs = []
     for i, group in enumerate(groups):
-        where = f"{path} [[group]] #{i + 1}"
-        name = group.get("name")
-        if not isinstance(name, str) or not name.isidentifier():
+        where = f"{name}, group #{i + 1}"
+        if not isinstance(group, dict):
+            raise ConfigError(f"{where}: a group must be a table ([[group]]).")
+        group_name = group.get("name")
+        if not isinstance(group_name, str) or not group_name.isidentifier():
             raise ConfigError(f"{where}: every group needs a name (letters, digits, _).")
+        where = f"{name}, group {group_name!r}"
         for settings in _expand_group(group, defaults, where):
             settings.update(copy.deepcopy(overrides))
+            _check_run(settings, where)
             for seed in seeds:
-                runs.append(RunSpec(name, int(seed), settings))
+                runs.append(RunSpec(group_name, int(seed), settings))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ConfigError(f"{path}: two runs have identical settings ({dup}).")
+        raise ConfigError(f"{name}: two runs have identical settings ({dup}).")
     return Config(
         name=raw.get("name", path.stem),
         source=str(path),
@@ -220,17 +266,167 @@ def load_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> C
         out=raw.get("out", f"runs/{raw.get('name', path.stem)}"),
         description=raw.get("description", ""),
         runs=tuple(runs),
-        threads=raw.get("threads"),
+        threads=threads,
     )
 
 
+# ------------------------------------------------------------------------------ checks
+
+
+def _integer(low: int, *, optional: bool = False) -> Callable[[Any], str | None]:
+    def check(value):
+        if optional and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return f"must be an integer >= {low}"
+        return None
+
+    return check
+
+
+def _real(low: float, high: float = math.inf, *, open_low=False, open_high=True):
+    def check(value):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+        ok = ok and (value > low if open_low else value >= low)
+        ok = ok and (value < high if open_high else value <= high)
+        if ok:
+            return None
+        left, right = "(" if open_low else "[", ")" if open_high else "]"
+        if high == math.inf:
+            return f"must be a number {'>' if open_low else '>='} {low:g}"
+        return f"must be a number in {left}{low:g}, {high:g}{right}"
+
+    return check
+
+
+def _one_of(names: Callable[[], Sequence[str]]):
+    def check(value):
+        known = names()
+        if isinstance(value, str) and value in known:
+            return None
+        return f"is not one of {', '.join(known)}"
+
+    return check
+
+
+def _flag(value):
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _table(value):
+    return None if isinstance(value, dict) else "must be a table, e.g. {name = value}"
+
+
+def _steps(value):
+    if isinstance(value, list) and all(_integer(1)(t) is None for t in value):
+        return None
+    return "must be a list of step numbers >= 1, e.g. [500, 1000]"
+
+
+def _datasets():
+    from .data import DATASETS
+
+    return list(DATASETS)
+
+
+def _models():
+    from .models import MODELS
+
+    return list(MODELS)
+
+
+def _optimizers():
+    from .optim import OPTIMIZERS
+
+    return list(OPTIMIZERS)
+
+
+#: The check of each setting on its own (combinations: :func:`_check_run`).
+_RULES: dict[str, Callable[[Any], str | None]] = {
+    "dataset": _one_of(_datasets),
+    "dataset_kwargs": _table,
+    "model": _one_of(_models),
+    "model_kwargs": _table,
+    "optimizer": _one_of(_optimizers),
+    "optimizer_kwargs": _table,
+    "lr": _real(0, open_low=True),
+    "momentum": _real(0, 1),
+    "weight_decay": _real(0),
+    "rho": _real(0),
+    "batch_size": _integer(1),
+    "steps": _integer(1),
+    "sampling": _one_of(lambda: SAMPLINGS),
+    "coordinates": _integer(1),
+    "reference": _one_of(lambda: REFERENCES),
+    "reference_samples": _integer(1, optional=True),
+    "reference_batch": _integer(1),
+    "every": _integer(1),
+    "record_from": _integer(0),
+    "probe_at": _steps,
+    "probe_batches": _integer(1),
+    "sharpness": _flag,
+    "sharpness_samples": _integer(1, optional=True),
+    "sharpness_iters": _integer(1),
+    "max_coords": _integer(1),
+    "stable_test": _flag,
+    "evaluate_samples": _integer(1, optional=True),
+}
+
+
 def _check_settings(table: dict, where: str) -> dict:
+    """Known keys, each value valid on its own; ConfigError naming ``where`` and the key."""
     unknown = set(table) - set(RUN_DEFAULTS)
     if unknown:
         raise ConfigError(
             f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(RUN_DEFAULTS)}."
         )
+    for key, value in table.items():
+        _check_value(key, value, where)
     return dict(table)
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    problem = _RULES[key](value)
+    if problem is not None:
+        text = str(value).lower() if isinstance(value, bool) else repr(value)  # as in TOML
+        shown = f"{key} {text}" if key in _NAMED else f"{key} = {text}"
+        raise ConfigError(f"{where}: {shown} {problem}.")
+
+
+_NAMED = {"dataset", "model", "optimizer", "sampling", "reference"}
+
+
+def _check_run(settings: dict, where: str) -> None:
+    """The settings of one run, together: the dataset can be found (files, package) and takes
+    its options, the model takes the dataset's kind of data and its options, the optimizer its
+    options, the probe steps lie within the run.  Each setting on its own was checked as it was
+    read; this reads no data and builds nothing."""
+    from sgn_memory.errors import SgnMemoryError
+
+    from .data import check_dataset
+    from .models import check_model
+    from .optim import check_optimizer
+
+    s = settings
+    try:
+        kind = check_dataset(s["dataset"], **s["dataset_kwargs"])
+        check_model(s["model"], kind, **s["model_kwargs"])
+        check_optimizer(s["optimizer"], **s["optimizer_kwargs"])
+    except SgnMemoryError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    beyond = [t for t in s["probe_at"] if t > s["steps"]]
+    if beyond:
+        raise ConfigError(
+            f"{where}: probe_at = {s['probe_at']} has step(s) {beyond} beyond steps = "
+            f"{s['steps']}; a probe is taken after one of the steps 1 to {s['steps']} (with "
+            "--set steps=N, set probe_at too)."
+        )
+    if s["record_from"] >= s["steps"]:
+        raise ConfigError(
+            f"{where}: record_from = {s['record_from']} must be below steps = {s['steps']}, "
+            "or the run records no trajectory."
+        )
 
 
 def _expand_group(group: dict, defaults: dict, where: str) -> list[dict]:
@@ -239,23 +435,31 @@ def _expand_group(group: dict, defaults: dict, where: str) -> list[dict]:
     for key, value in group.items():
         if key in _GROUP_KEYS:
             continue
-        _check_settings({key: value}, where)
+        if key not in RUN_DEFAULTS:
+            _check_settings({key: value}, where)  # names the unknown setting
         if isinstance(value, list) and not isinstance(RUN_DEFAULTS[key], list):
-            axes[key] = value
+            axes[key] = _axis(key, value, where)
         else:
+            _check_value(key, value, where)
             fixed[key] = value
     grid = group.get("grid", {})
-    fixed.update(_check_settings(group.get("fixed", {}), f"{where} fixed"))
-    for key, values in _check_settings(grid, f"{where} grid").items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: grid.{key} must be a non-empty list.")
-        axes[key] = values
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}: grid must be a table of lists, e.g. grid = {{lr = [0.1]}}.")
+    fixed_table = group.get("fixed", {})
+    if not isinstance(fixed_table, dict):
+        raise ConfigError(f"{where}: fixed must be a table of settings.")
+    fixed.update(_check_settings(fixed_table, f"{where}, fixed"))
+    unknown = set(grid) - set(RUN_DEFAULTS)
+    if unknown:
+        _check_settings({k: grid[k] for k in unknown}, f"{where}, grid")  # names them
+    for key, values in grid.items():
+        axes[key] = _axis(f"grid.{key}", values, where, key=key)
     variants = group.get("variant", [{}])
-    if not isinstance(variants, list):
+    if not (isinstance(variants, list) and variants and all(isinstance(v, dict) for v in variants)):
         raise ConfigError(f"{where}: variant must be an array of tables ([[group.variant]]).")
     out = []
-    for variant in variants:
-        variant = _check_settings(variant, f"{where} variant")
+    for j, variant in enumerate(variants):
+        variant = _check_settings(variant, f"{where}, variant #{j + 1}")
         for combo in itertools.product(*axes.values()):
             settings = copy.deepcopy(defaults)
             settings.update(copy.deepcopy(fixed))
@@ -263,3 +467,13 @@ def _expand_group(group: dict, defaults: dict, where: str) -> list[dict]:
             settings.update(copy.deepcopy(variant))
             out.append(settings)
     return out
+
+
+def _axis(name: str, values: Any, where: str, *, key: str | None = None) -> list:
+    """A grid axis: a non-empty list, each value valid for the setting."""
+    key = key or name
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: {name} must be a non-empty list of values.")
+    for value in values:
+        _check_value(key, value, where)
+    return values

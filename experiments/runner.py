@@ -7,7 +7,8 @@ checkpoint), measures the sharpness (top Hessian eigenvalue) of the final weight
 probed checkpoint, evaluates the model, analyses every store with :func:`sgn_memory.analyze`
 (report folder per run) and writes ``result.json`` last.  A sweep skips runs whose
 ``result.json`` carries the same settings hash and redoes every other (a killed run is redone
-from scratch: its folder is removed first).
+from scratch: its folder is removed first); ``force`` redoes finished runs without losing one
+whose replacement does not finish (see :func:`run_sweep`).
 
 Folder of a sweep::
 
@@ -18,6 +19,7 @@ Folder of a sweep::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, RunSpec
+from .config import SAMPLINGS, Config, ConfigError, RunSpec
 from .data import DataSpec, full_batches, load_dataset, minibatches
 from .models import build_model, count_parameters
 from .optim import make_optimizer, training_step
@@ -45,13 +47,39 @@ FAILED = "failed.json"
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"``: the first CUDA device when there is one, else the CPU."""
+    """``"auto"``: the first CUDA device when there is one, else the CPU.
+
+    Raises
+    ------
+    ConfigError
+        For a name torch does not know, a device type the experiments do not run on, or a
+        device this machine does not have (before any work starts).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-SAMPLINGS = ("epoch", "iid")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps."
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {name!r}: CUDA is not available on this machine (torch "
+                f"{torch.__version__}); use cpu or auto."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"numbered from 0."
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device {name!r}: MPS is not available on this machine.")
+    elif device.type != "cpu":
+        raise ConfigError(f"device {name!r}: the experiments run on cpu, cuda or mps only.")
+    return device
 
 
 def iid_batches(spec: DataSpec, batch_size: int, *, generator, count: int):
@@ -326,8 +354,11 @@ def _jsonable(v):
 
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _bar(progress, total, desc):
@@ -358,13 +389,62 @@ def _finished_twin(spec: RunSpec, out: Path) -> Path | None:
 def _reuse(twin: Path, run_dir: Path, spec: RunSpec) -> None:
     tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(twin, tmp)
-    result = json.loads((tmp / RESULT).read_text())
-    result.update(
-        run_id=spec.run_id, group=spec.group, reused_from=str(twin.relative_to(twin.parent.parent))
-    )
-    _write_json(tmp / RESULT, result)
-    os.replace(tmp, run_dir)
+    try:
+        shutil.copytree(twin, tmp)
+        result = json.loads((tmp / RESULT).read_text())
+        result.update(
+            run_id=spec.run_id,
+            group=spec.group,
+            reused_from=str(twin.relative_to(twin.parent.parent)),
+        )
+        _write_json(tmp / RESULT, result)
+        os.replace(tmp, run_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# A finished run redone with ``force`` is set aside while its replacement is built in its place
+# (in place, because the report names the stores by their paths), and put back unless the
+# replacement finishes: a failed, interrupted or killed replacement leaves the old result as it
+# was.  A folder set aside by a process killed outright is settled by the next sweep
+# (:func:`_settle`).
+_ASIDE = ".old-"
+
+
+def _aside(run_dir: Path) -> Path:
+    return run_dir.with_name(f".{run_dir.name}{_ASIDE}{os.getpid()}")
+
+
+@contextlib.contextmanager
+def _replacing(run_dir: Path) -> Iterator[None]:
+    aside = _aside(run_dir)
+    os.replace(run_dir, aside)
+    try:
+        yield
+    finally:
+        _settle_one(aside, run_dir)
+
+
+def _settle_one(aside: Path, run_dir: Path) -> None:
+    """Keep the replacement if it finished (its result.json, written last, is there), else put
+    the set-aside result back."""
+    if (run_dir / RESULT).is_file():
+        shutil.rmtree(aside)
+        return
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    os.replace(aside, run_dir)
+
+
+def _settle(out: Path) -> None:
+    """Leftovers of a sweep killed outright: results set aside for a replacement (kept or put
+    back) and half-copied reused runs (removed)."""
+    for path in sorted((out / "runs").glob(f"*/.*{_ASIDE}*")):
+        name = path.name[1:].rsplit(_ASIDE, 1)[0]
+        _settle_one(path, path.with_name(name))
+    for path in sorted((out / "runs").glob("*/.*.tmp-*")):
+        if path.is_dir():
+            shutil.rmtree(path)
 
 
 def run_sweep(
@@ -377,9 +457,18 @@ def run_sweep(
     progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run every run of ``config`` not yet finished; returns counts (done, skipped, failed)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every run of ``config`` not yet finished; returns counts (done, skipped, reused,
+    failed).
+
+    A run killed half-way (no ``result.json``) or failed is redone from scratch in its folder.
+    With ``force`` a finished run is redone too: its folder is set aside while the replacement
+    is built in its place and put back, untouched, unless the replacement finishes (a failure
+    record then goes next to it as ``failed.json``).  ``KeyboardInterrupt`` propagates after
+    that; what it leaves is never taken for finished.
+    """
     dev = pick_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    _settle(out)
     runs = [r for r in config.runs if not only or r.group in only]
     _write_json(
         out / "sweep.json",
@@ -398,40 +487,49 @@ def run_sweep(
     counts = {"done": 0, "skipped": 0, "reused": 0, "failed": 0}
     for i, spec in enumerate(runs, 1):
         run_dir = out / "runs" / spec.run_id
-        if not force and finished(spec, run_dir):
+        done = finished(spec, run_dir)
+        if done and not force:
             counts["skipped"] += 1
             continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # a run killed half-way, or other settings: redo it all
+        if not done and run_dir.exists():
+            shutil.rmtree(run_dir)  # a run killed half-way, or one that failed: redo it all
+        at = f"[{i}/{len(runs)}] {spec.run_id}"
+        with _replacing(run_dir) if done else contextlib.nullcontext():
+            failure = _run_or_reuse(spec, run_dir, out, dev, progress, at, counts, log)
+        if failure is not None:
+            counts["failed"] += 1
+            kept = "; the earlier finished result is kept" if done else ""
+            if done:  # the folder holds the earlier result again
+                failure["kept"] = "result.json here is the earlier finished result, kept"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(run_dir / FAILED, failure)
+            log(f"    FAILED: {failure['error']} (details in {run_dir / FAILED}){kept}")
+    return counts
+
+
+def _run_or_reuse(spec, run_dir, out, dev, progress, at, counts, log) -> dict | None:
+    """Reuse a finished run of identical settings, or run it; count what was done.  Returns
+    the failure record of a run that raised (one failed run does not stop the sweep)."""
+    try:
         twin = _finished_twin(spec, out)
         if twin is not None:  # the same settings already ran in another group: reuse them
             _reuse(twin, run_dir, spec)
             counts["reused"] += 1
-            log(
-                f"[{i}/{len(runs)}] {spec.run_id}: same settings as {twin.parent.name}/"
-                f"{twin.name}, reused"
-            )
-            continue
-        log(f"[{i}/{len(runs)}] {spec.run_id} on {dev}")
-        try:
-            result = run_one(spec, run_dir, device=dev, progress=progress)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one failed run does not stop the sweep
-            counts["failed"] += 1
-            _write_json(
-                run_dir / FAILED,
-                {
-                    "run_id": spec.run_id,
-                    "error": f"{type(err).__name__}: {err}",
-                    "traceback": traceback.format_exc(),
-                },
-            )
-            log(f"    FAILED: {type(err).__name__}: {err} (details in {run_dir / FAILED})")
-            continue
-        counts["done"] += 1
-        log(f"    {_one_line(result)}")
-    return counts
+            log(f"{at}: same settings as {twin.parent.name}/{twin.name}, reused")
+            return None
+        log(f"{at} on {dev}")
+        result = run_one(spec, run_dir, device=dev, progress=progress)
+    except (KeyboardInterrupt, BrokenPipeError):  # the user stopped us, or our reader did
+        raise
+    except Exception as err:
+        return {
+            "run_id": spec.run_id,
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        }
+    counts["done"] += 1
+    log(f"    {_one_line(result)}")
+    return None
 
 
 def _one_line(result: dict) -> str:

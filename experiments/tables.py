@@ -65,9 +65,12 @@ _SHORT = {
 
 
 def collect_results(out: Path) -> pd.DataFrame:
-    """One row per (run, store) from every ``result.json`` under ``out/runs``."""
+    """One row per (run, store) from every ``result.json`` under ``out/runs`` (hidden folders,
+    the runner's temporary ones, left out)."""
     rows = []
     for path in sorted((Path(out) / "runs").glob("*/*/result.json")):
+        if path.parent.name.startswith("."):
+            continue
         result = json.loads(path.read_text())
         base = {
             "group": result["group"],

@@ -138,6 +138,35 @@ def _number(text: str) -> bool:
     return True
 
 
+_NAN_TEXT = ["nan", "NaN", "NAN", "-nan", "+nan", "-NaN", "+NaN"]
+
+
+def _locate_bad_cell(path: Path, label: str, options: dict, has_header: bool) -> None:
+    """Raise naming the first cell of the CSV that is not a number (line and column)."""
+    line = 1 + has_header
+    try:
+        reader = pd.read_csv(path, dtype=str, chunksize=20_000, **options)
+        for chunk in reader:
+            text = chunk.to_numpy(dtype=object)
+            for j in range(text.shape[1]):
+                cells = pd.Series(text[:, j], dtype=object).fillna("").astype(str).str.strip()
+                numbers = pd.to_numeric(cells, errors="coerce").to_numpy(float)
+                bad = np.isnan(numbers) & ~cells.isin(_NAN_TEXT).to_numpy()
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    cell = cells.iloc[i]
+                    what = "is empty" if cell == "" else f"holds {cell[:30]!r}, not a number"
+                    raise SgnMemoryError(
+                        f"{label}: line {line + i}, column {j + 1} {what}; every cell "
+                        f"{'below the header ' if has_header else ''}must be a number (nan for "
+                        "a missing value)."
+                    )
+            line += len(text)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        detail = " ".join(str(err).split())[:160]
+        raise SgnMemoryError(f"{label}: not a readable CSV file ({detail}).") from None
+
+
 def _read_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     """A CSV of steps x series: the values and the header's names (None without a header).
 
@@ -146,7 +175,7 @@ def _read_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     (whitespace when it holds none of them).  Every other cell must be a number (``nan``
     and ``inf`` included): the first that is not is named by line and column."""
     try:
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # a BOM is not a name
             first = f.readline().rstrip("\r\n")
     except UnicodeDecodeError:
         raise SgnMemoryError(f"{label}: not a text CSV file (it is not UTF-8).") from None
@@ -160,47 +189,28 @@ def _read_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     sep = present[0] if present else (r"\s+" if len(first.split()) > 1 else ",")
     cells = [c.strip() for c in (first.split() if sep == r"\s+" else first.split(sep))]
     has_header = any(not _number(c) for c in cells)
+    options = dict(
+        sep=sep,
+        header=None,
+        skiprows=1 if has_header else 0,
+        keep_default_na=False,
+        skip_blank_lines=True,
+        engine="python" if sep == r"\s+" else "c",
+    )
     try:
-        frame = pd.read_csv(
-            path,
-            sep=sep,
-            header=None,
-            skiprows=1 if has_header else 0,
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=True,
-            engine="python" if sep == r"\s+" else "c",
-        )
+        frame = pd.read_csv(path, dtype=np.float64, na_values=_NAN_TEXT, **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         detail = " ".join(str(err).split())[:160]
         raise SgnMemoryError(f"{label}: not a readable CSV file ({detail}).") from None
+    except ValueError:  # a cell that is not a number: find it (streamed, bounded memory)
+        _locate_bad_cell(path, label, options, has_header)
+        raise SgnMemoryError(f"{label}: not a readable CSV file of numbers.") from None
     if frame.shape[1] != len(cells):
         raise SgnMemoryError(
             f"{label}: its first line has {len(cells)} cells but the rows below have "
             f"{frame.shape[1]}; every line must have the same number of cells."
         )
-    text = frame.to_numpy(dtype=object)
-    values = np.empty(text.shape)
-    for j in range(text.shape[1]):
-        col = pd.to_numeric(pd.Series(text[:, j]).str.strip(), errors="coerce").to_numpy(float)
-        bad = (
-            np.isnan(col)
-            & ~pd.Series(text[:, j])
-            .str.strip()
-            .str.lower()
-            .isin(["nan", "+nan", "-nan"])
-            .to_numpy()
-        )
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            cell = str(text[i, j]).strip()
-            what = "is empty" if cell == "" else f"holds {cell[:30]!r}, not a number"
-            raise SgnMemoryError(
-                f"{label}: line {i + 1 + has_header}, column {j + 1} {what}; every cell "
-                f"{'below the header ' if has_header else ''}must be a number (nan for a "
-                "missing value)."
-            )
-        values[:, j] = col
+    values = frame.to_numpy(dtype=np.float64)
     return values, (np.array(cells) if has_header else None)
 
 

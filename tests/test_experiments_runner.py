@@ -103,7 +103,7 @@ def test_grid_variants_seeds_and_overrides(tmp_path):
     assert all(r.settings["steps"] == STEPS for r in config.runs)
     # unchanged defaults come from RUN_DEFAULTS
     assert all(r.settings["momentum"] == RUN_DEFAULTS["momentum"] for r in config.runs)
-    over = load_config(str(path), {"steps": 7})
+    over = load_config(str(path), {"steps": 7, "probe_at": [7]})  # a probe within the run
     assert all(r.settings["steps"] == 7 for r in over.runs)
     # the hash (and so the run id) follows the settings
     assert {r.spec_hash for r in over.runs}.isdisjoint({r.spec_hash for r in config.runs})
@@ -151,10 +151,15 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
 
 
 def test_sweep_end_to_end_resume_and_failure(tmp_path):
+    damaged = tmp_path / "damaged"  # the files exist (the checks pass), their content is not IDX
+    damaged.mkdir()
+    for name in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+        (damaged / f"{name}-idx{3 if 'images' in name else 1}-ubyte").write_bytes(b"not IDX")
     path = tiny_toml(
         tmp_path,
         '[[group]]\nname = "g"\noptimizer = ["sgd", "stablesam"]\n'
-        '[[group]]\nname = "broken"\nmodel = "no_such_model"\n',
+        '[[group]]\nname = "broken"\ndataset = "mnist_idx"\n'
+        f'dataset_kwargs = {{root = "{damaged}"}}\n',
     )
     out = tmp_path / "out"
     assert main([str(path), "--out", str(out), "--no-progress"]) == 1  # the broken run failed
@@ -182,7 +187,7 @@ def test_sweep_end_to_end_resume_and_failure(tmp_path):
         assert (run_dir / "report" / "report.md").is_file()
     broken = next(r for r in config.runs if r.group == "broken")
     failed = json.loads((out / "runs" / broken.run_id / "failed.json").read_text())
-    assert "no_such_model" in failed["error"]
+    assert "IDX" in failed["error"]
     table = (out / "results.md").read_text()
     assert "## g" in table and "stablesam" in table
     rows = (out / "results.csv").read_text().splitlines()

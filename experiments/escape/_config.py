@@ -130,6 +130,9 @@ def resolve_settings(config: dict) -> dict:
         )
     if config.get("kind", "escape") != "escape":
         raise ConfigError(f"kind must be 'escape' for run_escape; got {config['kind']!r}.")
+    for key in ("name", "out", "description"):
+        if key in config and not isinstance(config[key], str):
+            raise ConfigError(f"{key} = {config[key]!r} must be a string.")
     threads = config.get("threads")
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
@@ -172,6 +175,9 @@ def _check_type(value: Any, default: Any, where: str) -> None:
         raise ConfigError(
             f"{where} must be of type {type(default).__name__} (like {default!r}); got {value!r}."
         )
+    if isinstance(default, list) and default:  # every item like the default's items
+        for item in value:
+            _check_type(item, default[0], f"{where} item")
 
 
 def _check_values(s: dict) -> None:
@@ -236,6 +242,7 @@ def _check_values(s: dict) -> None:
         g["coordinates"] >= 1 and g["n_surrogates"] >= 1,
         "[escape.sgd].coordinates and n_surrogates must be >= 1.",
     )
+    _check_names(s)
     d = s["saddle"]
     need(
         d["activation"] in _ACTIVATIONS,
@@ -259,6 +266,31 @@ def _check_values(s: dict) -> None:
         d["width"] >= 1 and d["lr"] > 0 and d["perturbation"] > 0,
         "[escape.saddle] needs width >= 1, lr > 0 and perturbation > 0.",
     )
+
+
+def _check_names(s: dict) -> None:
+    """The datasets, the model and the optimizer are known, take their options and fit."""
+    from sgn_memory.errors import SgnMemoryError
+
+    from ..data import check_dataset
+    from ..models import check_model
+    from ..optim import check_optimizer
+
+    g, d = s["sgd"], s["saddle"]
+    where = "[escape.sgd]"
+    try:
+        kind = check_dataset(g["dataset"], **g["dataset_kwargs"])
+        check_model(g["model"], kind, **g["model_kwargs"])
+        check_optimizer(g["optimizer"])
+        where = "[escape.saddle]"
+        kind = check_dataset(d["dataset"], **d["dataset_kwargs"])
+    except SgnMemoryError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if kind != "regression":
+        raise ConfigError(
+            f"[escape.saddle]: dataset {d['dataset']!r} gives {kind} data; the saddle network "
+            "needs regression data (teacher_student)."
+        )
 
 
 def _part_hash(settings: dict, part: str) -> str:

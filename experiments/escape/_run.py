@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -104,7 +105,9 @@ def run_escape(
     log : callable
         Receives the progress lines.
     force : bool
-        Redo every selected part, even one whose CSV carries the current settings hash.
+        Redo every selected part, even one whose CSV carries the current settings hash.  A
+        part is computed into a staging folder and moved into place only once complete, so a
+        part that fails or is interrupted leaves the earlier files as they were.
 
     Returns
     -------
@@ -138,12 +141,60 @@ def run_escape(
         torch.set_num_threads(threads)
 
 
+# A part is computed into a staging folder beside its files (``OUT/.<part>.new-<pid>/``, the
+# same layout), then moved into place with its table last: the table marks the part done, so an
+# old result (with ``force``, or of other settings) stays whole until its replacement is
+# complete, and a part that fails or is interrupted leaves the old files untouched.
+_STAGING = ".new-"
+
+
+def _staging(out: Path, part: str) -> Path:
+    return out / f".{part}{_STAGING}{os.getpid()}"
+
+
+def _install(staging: Path, out: Path, part: str) -> None:
+    """Move a complete staged part into ``out``: first away with the old table (the part is not
+    done in between), then every other file, the noise stores as one folder, the table last.
+    Safe to repeat after an interruption (see :func:`_settle`)."""
+    table = f"{part}_escape.csv"
+    if (staging / table).is_file():
+        (out / table).unlink(missing_ok=True)
+    if (staging / "noise").is_dir():
+        old = out / f".noise.old-{os.getpid()}"
+        if (out / "noise").exists():
+            os.replace(out / "noise", old)
+        os.replace(staging / "noise", out / "noise")
+        shutil.rmtree(old, ignore_errors=True)
+    for path in sorted(staging.rglob("*")):
+        if path.is_file() and path.name != table and not path.name.startswith("."):
+            target = out / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    if (staging / table).is_file():
+        os.replace(staging / table, out / table)
+    shutil.rmtree(staging)
+
+
+def _settle(out: Path) -> None:
+    """Leftovers of a study killed outright: a staged part that was complete is installed, any
+    other staging folder removed."""
+    for staging in sorted(out.glob(f".*{_STAGING}*")):
+        part = staging.name[1:].rsplit(_STAGING, 1)[0]
+        if part in PARTS and (staging / f"{part}_escape.csv").is_file():
+            _install(staging, out, part)
+        elif staging.is_dir():
+            shutil.rmtree(staging)
+    for old in out.glob(".noise.old-*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _run_parts(
     settings: dict, out: Path, *, device: str, progress: bool, log, force: bool = False
 ) -> dict[str, int]:
     """:func:`run_escape` after validation."""
-    out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    _settle(out)
     hashes = {part: _part_hash(settings, part) for part in PARTS}
     _write_text(
         out / "escape_settings.json",
@@ -163,25 +214,36 @@ def _run_parts(
             continue
         log(f"{part}: running")
         t0 = time.perf_counter()
+        staging = _staging(out, part)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
         try:
             with torch.random.fork_rng(devices=[]):
                 if part == "sde":
-                    result = _run_sde(settings, out, log, progress)
+                    result = _run_sde(settings, staging, log, progress)
                 elif part == "sgd":
-                    result = _run_sgd(settings, out, log, progress, dev)
+                    result = _run_sgd(settings, staging, log, progress, dev)
                 else:
-                    result = _run_saddle(settings, out, log, progress, dev)
-            table, times = _save_part(out, part, digest, result["table"], result.get("times"))
-            _plots(part, table, times, out / "plots")
-            _write_text(out / f"{part}_escape.md", _SECTIONS[part](table, settings))
-            os.replace(_tmp(out / f"{part}_escape.csv"), out / f"{part}_escape.csv")
-        except KeyboardInterrupt:
+                    result = _run_saddle(settings, staging, log, progress, dev)
+            table, times = _save_part(staging, part, digest, result["table"], result.get("times"))
+            _plots(part, table, times, staging / "plots")
+            _write_text(staging / f"{part}_escape.md", _SECTIONS[part](table, settings))
+            os.replace(_tmp(staging / f"{part}_escape.csv"), staging / f"{part}_escape.csv")
+            _install(staging, out, part)
+        except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as err:  # one failed part does not stop the others
             counts["failed"] += 1
             failures[part] = f"{type(err).__name__}: {err}"
             log(f"{part}: FAILED: {failures[part]}\n{traceback.format_exc()}")
+            table, times = _load_part(out, part, digest)  # with force: the earlier result
+            if table is not None:
+                results[part] = (table, times)
+                log(f"{part}: the earlier result for these settings is kept")
             continue
+        finally:
+            if staging.exists() and not (staging / f"{part}_escape.csv").is_file():
+                shutil.rmtree(staging)  # an unfinished part: nothing of it is kept
         counts["done"] += 1
         results[part] = (table, times)
         log(f"{part}: done in {time.perf_counter() - t0:.0f} s")
