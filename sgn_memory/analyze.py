@@ -10,8 +10,10 @@ of coordinates over the full time axis, so memory stays bounded by the block.  T
 
 from __future__ import annotations
 
+import csv
 import math
 import os
+import re
 import sys
 import warnings
 import zipfile
@@ -59,10 +61,14 @@ class Source:
     steps: np.ndarray | None = field(default=None, repr=False)
     attrs: dict[str, Any] = field(default_factory=dict, repr=False)
     damage: tuple[str, ...] = ()  # bad chunks of a salvaged store, one sentence each
+    salvaged: str = ""  # what a salvaged store's analysis kept, one sentence
+    rows: tuple[int, int] | None = field(default=None, repr=False)  # a store's rows analysed
 
     def read(self, cols: np.ndarray) -> np.ndarray:
         if self.kind == "store":
-            return np.asarray(self._data.read_noise(coords=np.asarray(cols)), dtype=np.float64)
+            rows = slice(None) if self.rows is None else slice(*self.rows)
+            values = self._data.read_noise(rows=rows, coords=np.asarray(cols))
+            return np.asarray(values, dtype=np.float64)
         return np.asarray(self._data[:, cols], dtype=np.float64)
 
 
@@ -179,7 +185,8 @@ def _read_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None]:
             first = f.readline().rstrip("\r\n")
     except UnicodeDecodeError:
         raise SgnMemoryError(f"{label}: not a text CSV file (it is not UTF-8).") from None
-    present = [d for d in (",", ";", "\t") if d in first]
+    unquoted = re.sub(r'"[^"]*"', "", first)  # a separator inside quotes is part of a name
+    present = [d for d in (",", ";", "\t") if d in unquoted]
     if len(present) > 1:
         shown = " and ".join(repr(d) for d in present)
         raise SgnMemoryError(
@@ -187,7 +194,10 @@ def _read_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None]:
             "(a comma) and '.' as the decimal point."
         )
     sep = present[0] if present else (r"\s+" if len(first.split()) > 1 else ",")
-    cells = [c.strip() for c in (first.split() if sep == r"\s+" else first.split(sep))]
+    if sep == r"\s+":
+        cells = first.split()
+    else:
+        cells = [c.strip() for c in next(csv.reader([first], delimiter=sep, quotechar='"'))]
     has_header = any(not _number(c) for c in cells)
     options = dict(
         sep=sep,
@@ -253,22 +263,59 @@ def open_source(item, *, salvage: bool = False) -> Source:
     )
 
 
+def _salvage_plan(store) -> tuple[tuple[int, int] | None, str]:
+    """What to analyse of a store with bad noise chunks: every row of the series no bad chunk
+    touches, or every series over the longest stretch of rows no bad chunk touches, whichever
+    keeps more values; returns the row range (None: all rows) and a sentence saying which."""
+    bad = [b for b in store.damage if b.array == "noise"]
+    n, k = store.n_complete, store.n_coords
+    if not bad:
+        return None, ""
+    rows_per_chunk = store.chunk_shape[0]
+    touched = np.zeros(k, dtype=bool)
+    for b in bad:
+        touched[b.columns[0] : b.columns[1] + 1] = True
+    keep_series = n * int((~touched).sum())
+    bad_rows = sorted({b.index[0] for b in bad})
+    best, start = (0, 0), 0
+    for i in [*bad_rows, math.ceil(n / rows_per_chunk)]:
+        a, b = start * rows_per_chunk, min(i * rows_per_chunk, n)
+        if b - a > best[1] - best[0]:
+            best = (a, b)
+        start = i + 1
+    keep_rows = (best[1] - best[0]) * k
+    if keep_rows > keep_series:
+        return best, (
+            f"rows {best[0]}-{best[1] - 1} of {n} of every series (the longest stretch no bad "
+            f"chunk touches; excluding the {int(touched.sum())} series the bad chunks touch "
+            "would keep fewer values)"
+        )
+    return None, (
+        f"every row of the {int((~touched).sum())} of {k} series no bad chunk touches (the "
+        f"{int(touched.sum())} others are excluded)"
+    )
+
+
 def _store_source(store, label: str) -> Source:
     coords = store.coordinates
+    rows, salvaged = _salvage_plan(store)
+    cut = slice(None) if rows is None else slice(*rows)
     return Source(
         label=label,
         kind="store",
-        n_steps=store.n_complete,
+        n_steps=store.n_complete if rows is None else rows[1] - rows[0],
         n_series=store.n_coords,
         name=np.array(
             [f"{p}[{i}]" for p, i in zip(coords.param_name, coords.flat_index, strict=True)]
         ),
         layer=np.asarray(coords.layer, dtype=str),
         _data=store,
-        scalars={name: store.scalar(name) for name in store.scalar_names},
-        steps=store.steps,
+        scalars={name: store.scalar(name)[cut] for name in store.scalar_names},
+        steps=store.steps[cut],
         attrs=dict(store.attrs),
         damage=tuple(str(b) for b in store.damage),
+        salvaged=salvaged,
+        rows=rows,
     )
 
 
@@ -321,10 +368,11 @@ def _battery(
             st = _tails.stable_test(x, n_bootstrap=n_bootstrap, rng=rng)
             cols["stable_pvalue"] = st.pvalue
             cols["stable_alpha_drift"] = st.aggregation_drift
-    acf = _acf(x, acf_lags)
+        with np.errstate(all="ignore"):  # inf/NaN series: NaN, counted as excluded
+            acf = _acf(x, acf_lags)
+            cols["mean"], cols["std"] = x.mean(axis=1), x.std(axis=1, ddof=1)
     for k in range(acf_lags):
         cols[f"acf_{k + 1}"] = acf[:, k]
-    cols["mean"], cols["std"] = x.mean(axis=1), x.std(axis=1, ddof=1)
     return cols
 
 
@@ -393,7 +441,7 @@ def _remote_source(source: Source):
     without re-verifying it), else the source."""
     if source.kind != "store":
         return source
-    return str(source._data.path), tuple(source._data.damage)
+    return os.path.abspath(source._data.path), tuple(source._data.damage)
 
 
 def _dask_client(scheduler):
@@ -411,6 +459,11 @@ def _dask_client(scheduler):
         return Client(str(scheduler), timeout="10s")
     except OSError as err:
         raise SgnMemoryError(f"cannot reach the Dask scheduler at {scheduler}: {err}.") from None
+    except (ValueError, TypeError) as err:
+        detail = " ".join(str(err).split())[:120]
+        raise UsageError(
+            f"{scheduler!r} is not a Dask scheduler address such as tcp://host:8786 ({detail})."
+        ) from None
 
 
 # ============================================================================================

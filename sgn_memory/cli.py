@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -173,6 +174,8 @@ def _main(argv, state) -> int:
         print(format_table(result.runs))
         print(f"\nreport: {out}/ (report.html, report.md, summary.json, series.csv, plots)")
     sys.stdout.flush()  # a closed pipe is met here, inside main, not at exit
+    # all is done: a Ctrl-C while the interpreter shuts down would only print noise
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 

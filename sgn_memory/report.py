@@ -72,6 +72,7 @@ def summary_dict(analysis) -> dict[str, Any]:
                     "n_steps": s.n_steps,
                     "n_series": s.n_series,
                     **({"damaged_chunks": list(s.damage)} if s.damage else {}),
+                    **({"salvage": s.salvaged} if s.salvaged else {}),
                 }
                 for s in analysis.sources
             ],
@@ -439,6 +440,16 @@ def _is_report(path: Path) -> bool:
     return isinstance(meta, dict) and meta.get("format") == "sgn_memory.report"
 
 
+def _foreign_files(path: Path) -> list[str]:
+    """Entries of a report folder that its marker does not list (what a user put there)."""
+    try:
+        ours = set(json.loads((path / MARKER).read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        ours = set()
+    ours.add(MARKER)
+    return sorted(e.name for e in os.scandir(path) if e.name not in ours)
+
+
 def _inside(a: Path, b: Path) -> bool:
     """``a`` is ``b`` or lies inside it (both resolved)."""
     return a == b or b in a.parents
@@ -464,7 +475,11 @@ def check_out(out_dir, *, overwrite: bool = False, inputs=()) -> Path:
                     f"--out {out} would overwrite or sit inside the input {item}; choose a "
                     "report folder apart from the inputs."
                 )
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():
+        raise UsageError(
+            f"--out {out} is a symbolic link; give the folder itself (a link is never replaced)."
+        )
+    if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a report folder; choose another --out.")
     if out.exists():
         if not overwrite:
@@ -475,6 +490,13 @@ def check_out(out_dir, *, overwrite: bool = False, inputs=()) -> Path:
             raise UsageError(
                 f"--out {out} is a folder that is not a report of sgn-analyze (it has no "
                 f"{MARKER} marker); --overwrite replaces only earlier reports."
+            )
+        foreign = _foreign_files(out)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise UsageError(
+                f"--out {out} is an earlier report but also holds {len(foreign)} file(s) "
+                f"sgn-analyze did not write ({shown}); move them out or choose another --out."
             )
     parent = target.parent
     if not parent.is_dir():
@@ -502,10 +524,6 @@ def write_report(
     tmp = target.parent / f".{target.name}.tmp-{tag}"
     try:
         tmp.mkdir()
-        (tmp / MARKER).write_text(
-            json.dumps({"format": "sgn_memory.report", "schema_version": REPORT_SCHEMA_VERSION})
-            + "\n"
-        )
         (tmp / "summary.json").write_text(
             json.dumps(summary_dict(analysis), indent=2, allow_nan=False) + "\n"
         )
@@ -515,6 +533,12 @@ def write_report(
             _markdown(analysis) + "".join(f"\n![{n}]({n})\n" for n in names)
         )
         (tmp / "report.html").write_text(_html(analysis, tmp, names))
+        marker = {
+            "format": "sgn_memory.report",
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "files": sorted(p.name for p in tmp.iterdir()),  # what --overwrite may replace
+        }
+        (tmp / MARKER).write_text(json.dumps(marker) + "\n")  # last: a whole report
         if target.exists():
             if not _is_report(target):  # checked again: it may have changed during the analysis
                 raise SgnMemoryError(f"{out} is no longer a report folder; nothing was replaced.")

@@ -77,6 +77,7 @@ def data(tmp_path_factory):
     (d / "decimal_comma.csv").write_text(
         "\n".join(";".join(f"{v:.6f}".replace(".", ",") for v in r) for r in good) + "\n"
     )
+    (d / "link_to_store").symlink_to(d / "mystore")
     ro = d / "readonly"
     ro.mkdir()
     ro.chmod(0o555)
@@ -94,6 +95,8 @@ BAD_CLI = [
     (["{d}/good.npy", "--out", "."], 2, "already exists"),
     (["{d}/good.npy", "--out", ".", "--overwrite"], 2, "not a report"),
     (["{d}/good.npy", "--out", "{d}/no/such/parent"], 2, "does not exist"),
+    (["{d}/good.npy", "--out", "{d}/link_to_store", "--overwrite"], 2, "symbolic link"),
+    (["{d}/good.npy", "--scheduler", "tcp://127.0.0.1:abc"], 2, "not a Dask scheduler"),
     # values out of range
     (["{d}/good.npy", "--seed", "-1"], 2, "--seed"),
     (["{d}/good.npy", "--block", "-5"], 2, "--block"),
@@ -201,13 +204,22 @@ def test_a_csv_header_comes_from_the_first_line_and_separators_are_detected(tmp_
     src = open_source(tmp_path / "plain.csv")
     assert src.n_steps == 200 and list(src.name) == ["0", "1", "2"]
     np.testing.assert_array_equal(src.read(np.arange(3)), x)
+    (tmp_path / "quoted.csv").write_text('"loss, train",b,"c"\n' + body.replace(";", ",") + "\n")
+    assert list(open_source(tmp_path / "quoted.csv").name) == ["loss, train", "b", "c"]
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "bom.csv").write_bytes(bom + body.replace(";", ",").encode() + b"\n")
+    src = open_source(tmp_path / "bom.csv")  # a BOM before data: no header, no row lost
+    assert src.n_steps == 200 and list(src.name) == ["0", "1", "2"]
+    np.testing.assert_array_equal(src.read(np.arange(3)), x)
+    (tmp_path / "bomh.csv").write_bytes(bom + b"a,b,c\r\n" + body.replace(";", ",").encode())
+    assert list(open_source(tmp_path / "bomh.csv").name) == ["a", "b", "c"]
     (tmp_path / "ragged.csv").write_text("1,2,3\n4,5\n")
     with pytest.raises(sgn.SgnMemoryError, match=r"line 2, column 3 is empty|same number"):
         open_source(tmp_path / "ragged.csv")
 
 
 def test_a_damaged_store_is_an_error_and_salvage_says_what_it_excluded(tmp_path):
-    k, n = 10_000, 256  # two chunk columns of 5000 coordinates
+    k, n = 10_000, 384  # two chunk columns of 5000 coordinates, three chunk rows of 128
     c = CoordinateMap(np.array(["fc.weight"] * k), np.arange(k), np.array(["fc"] * k))
     x = np.random.default_rng(2).standard_normal((n, k)).astype(np.float32)
     with NoiseStore.create(tmp_path / "run", coordinates=c, chunk_rows=128) as store:
@@ -231,6 +243,55 @@ def test_a_damaged_store_is_an_error_and_salvage_says_what_it_excluded(tmp_path)
     [damage] = summary["inputs"][0]["damaged_chunks"]
     assert "noise chunk (1, 0)" in damage
     assert "Salvaged" in (tmp_path / "rep" / "report.md").read_text()
+    assert "series no bad chunk touches" in summary["inputs"][0]["salvage"]
+
+
+def test_salvage_keeps_the_longest_clean_stretch_when_every_series_is_touched(tmp_path):
+    # k below the chunk width (the usual case): one bad chunk touches every series, so the
+    # analysis keeps every series over the rows no bad chunk touches instead of none
+    k, n = 40, 3 * 128
+    c = CoordinateMap(np.array(["fc.weight"] * k), np.arange(k), np.array(["fc"] * k))
+    x = np.random.default_rng(5).standard_normal((n, k)).astype(np.float32)
+    with NoiseStore.create(tmp_path / "run", coordinates=c, chunk_rows=128) as store:
+        store.append(x, step=np.arange(n))
+    f = tmp_path / "run" / "noise" / "c" / "2" / "0"
+    f.write_bytes(f.read_bytes()[:1000])  # truncated
+    result = sgn.analyze(tmp_path / "run", salvage=True)
+    src = result.sources[0]
+    assert src.rows == (0, 256) and src.n_steps == 256 and "rows 0-255 of 384" in src.salvaged
+    assert result.runs.loc[0, "n_analysed"] == k
+    np.testing.assert_array_equal(src.read(np.arange(k)), x[:256])
+    expected = sgn.analyze(x[:256].astype(np.float64))  # the same numbers as the clean rows
+    np.testing.assert_allclose(
+        result.series["hurst_whittle"].to_numpy(), expected.series["hurst_whittle"].to_numpy()
+    )
+
+
+def test_dask_workers_get_an_absolute_store_path(tmp_path, monkeypatch):
+    from sgn_memory.analyze import _remote_source, open_source
+
+    make_store(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    path, damage = _remote_source(open_source("run"))
+    assert path == str(tmp_path / "run") and damage == ()
+
+
+def test_inf_in_a_series_is_excluded_quietly(tmp_path):
+    x = np.random.default_rng(0).standard_normal((300, 3))
+    x[5, 1] = np.inf
+    np.save(tmp_path / "x.npy", x)
+    res = sgn_analyze(tmp_path / "x.npy", "--out", tmp_path / "rep")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert "excluded" in res.stdout
+
+
+def test_overwrite_refuses_a_report_holding_files_we_did_not_write(data, tmp_path):
+    out = tmp_path / "rep"
+    assert sgn_analyze(data / "good.npy", "--out", out).returncode == 0
+    np.save(out / "my_array.npy", np.zeros(3))
+    res = sgn_analyze(data / "good.npy", "--out", out, "--overwrite")
+    assert res.returncode == 2 and "did not write (my_array.npy)" in res.stderr, res.stderr
+    assert (out / "my_array.npy").is_file()
 
 
 def test_a_closed_pipe_ends_quietly(data, tmp_path):
@@ -246,13 +307,15 @@ def test_a_closed_pipe_ends_quietly(data, tmp_path):
 
 
 def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
-    np.save(tmp_path / "big.npy", np.random.default_rng(0).standard_normal((4096, 600)))
+    # ~10 s of analysis on 2 cores: long enough that the signal lands inside it
+    x = np.random.default_rng(0).standard_normal((8192, 3000), dtype=np.float32)
+    np.save(tmp_path / "big.npy", x)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sgn_memory.cli", str(tmp_path / "big.npy"), "--out",
          str(tmp_path / "rep"), "--block", "50"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(4)  # well into the analysis (python and numpy are imported within ~2 s)
+    time.sleep(3)  # well into the analysis (python and numpy are imported within ~2 s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

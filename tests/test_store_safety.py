@@ -481,3 +481,114 @@ def test_a_real_full_disk(tmp_path):
         np.testing.assert_array_equal(NoiseStore.open(mnt / "run").steps, np.arange(1, 525))
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# ------------------------------------------------------------------------------ found by trial
+
+
+def test_a_reader_opened_before_a_resume_is_told_not_given_two_runs(tmp_path):
+    path = make_store(tmp_path / "run")
+    reader = NoiseStore.open(path)
+    before = reader.read_noise()
+    with NoiseStore.resume(path, after_step=10) as writer:  # what a restarted job does
+        writer.append(np.full((20, 12), 7.0), step=np.arange(11, 31))
+    with pytest.raises(InvalidStoreError, match="resumed writing this store while it was being"):
+        reader.read_noise()
+    fresh = NoiseStore.open(path)
+    np.testing.assert_array_equal(fresh.read_noise()[:11], before[:11])
+    assert fresh.n_complete == 31
+
+
+def test_create_through_a_symlink_writes_where_it_points_and_leaves_nothing(tmp_path):
+    scratch, runs = tmp_path / "scratch", tmp_path / "runs"
+    scratch.mkdir()
+    runs.mkdir()
+    make_store(scratch / "exp1")
+    (runs / "exp1").symlink_to(scratch / "exp1")
+    make_store(runs / "exp1", n=30, overwrite=True)
+    assert (runs / "exp1").is_symlink()
+    assert sorted(p.name for p in runs.iterdir()) == ["exp1"]
+    assert sorted(p.name for p in scratch.iterdir()) == ["exp1"]
+    np.testing.assert_array_equal(NoiseStore.open(runs / "exp1").steps, np.arange(30))
+
+
+def test_append_refuses_what_float32_or_int64_cannot_hold(tmp_path):
+    with NoiseStore.create(tmp_path / "run", coordinates=coords(3), chunk_rows=8) as store:
+        with pytest.raises(SgnMemoryError, match="NaN or infinite"):
+            store.append(np.array([1e39, 0.0, 0.0]), step=1)  # inf once stored as float32
+        with pytest.raises(SgnMemoryError, match="non-negative int64"):
+            store.append(np.zeros(3), step=np.uint64(2**63 + 5))
+        with pytest.raises(SgnMemoryError, match=r"this call's steps \[5, 4\] do not"):
+            store.append(np.zeros((2, 3)), step=[5, 4])
+        # the collector's path: a huge but finite row whose float32 norm overflowed is kept
+        store._append_row_into(lambda row: row.fill(4e20), 1, {"noise_norm_sq": float("inf")})
+        with pytest.raises(SgnMemoryError, match="NaN or infinite"):
+            store._append_row_into(lambda row: row.fill(np.nan), 2, {"noise_norm_sq": np.nan})
+    assert NoiseStore.open(tmp_path / "run").read_noise()[0, 0] == np.float32(4e20)
+
+
+def test_an_n_complete_edited_past_the_written_rows_is_damage(tmp_path):
+    path = tmp_path / "run"
+    store = NoiseStore.create(path, coordinates=coords(12), chunk_rows=8)
+    store.append(rows(range(20), 12), step=np.arange(20))
+    store.flush()  # arrays grown ahead; the process dies before close() trims them
+    store._writer.lock.release()
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["n_complete"] = 23
+    (path / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidStoreError, match="row 20 has step -1 after step 19"):
+        NoiseStore.open(path).steps  # noqa: B018
+
+
+def test_a_missing_group_metadata_file_does_not_hide_the_coordinates(tmp_path):
+    path = make_store(tmp_path / "run")
+    (path / "coordinates" / "zarr.json").unlink()
+    assert NoiseStore.open(path).coordinates.layer[0] == "fc"
+
+
+_FORKING_WRITER = """
+import os, sys, time
+import numpy as np
+from sgn_memory.store import CoordinateMap, NoiseStore
+c = CoordinateMap(np.array(["w"] * 3), np.arange(3), np.array(["fc"] * 3))
+store = NoiseStore.create(sys.argv[1], coordinates=c, chunk_rows=8)
+store.append(np.ones((8, 3)), step=np.arange(8))
+store.flush()
+if os.fork() == 0:  # a DataLoader worker, say, that outlives its parent
+    time.sleep(30)
+    os._exit(0)
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_forked_child_does_not_keep_a_dead_writer_s_lock(tmp_path):
+    path = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_WRITER, str(path)], stdout=subprocess.PIPE, cwd=REPO
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        with pytest.warns(RuntimeWarning, match="taking over the writer lock"):
+            NoiseStore.resume(path, after_step=7).close()
+    finally:
+        proc.kill()
+        subprocess.run(["pkill", "-f", "a DataLoader worker, say"], check=False)
+
+
+def test_a_sibling_of_a_running_create_is_not_removed(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = tmp_path / f".run.sgn-new-{sleeper.pid}-abcdef"
+        dead = tmp_path / ".run.sgn-new-999999999-abcdef"
+        for folder in (live, dead):
+            folder.mkdir()
+            (folder / LOCK_NAME).write_text("")  # created, lock not taken yet
+        with pytest.warns(RuntimeWarning, match="removed .*999999999"):
+            make_store(tmp_path / "run")
+        assert live.exists() and not dead.exists()
+    finally:
+        sleeper.kill()
+        sleeper.communicate()

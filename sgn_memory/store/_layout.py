@@ -44,7 +44,7 @@ _FLUSH_INTERVAL = 60.0
 _COORD_FIELDS = ("param_name", "flat_index", "layer")
 _OWN_KEYS = frozenset(
     {"format", "schema_version", "protocol", "n_complete", "created", "software", "scalars"}
-    | {"chunk_rows"}
+    | {"chunk_rows", "resumed"}
 )
 
 

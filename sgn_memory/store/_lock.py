@@ -28,10 +28,28 @@ from ..errors import SgnMemoryError
 
 LOCK_NAME = "writer.lock"
 
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _drop_inherited() -> None:
+    """In a forked child (a DataLoader worker): close the copies of the parent's lock
+    descriptors, so that the lock is the parent's alone and dies with it (a flock belongs to the
+    open file, which a fork shares; closing the child's copy does not release the parent's)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited)
+
 
 def _holder_text(info: dict) -> str:
-    if not info:
-        return "another process"
+    if not info or not isinstance(info.get("pid"), int):
+        return "a process that did not record who it was"
     parts = [f"process {info.get('pid', '?')} on {info.get('host', '?')}"]
     if info.get("since"):
         parts.append(f"since {info['since']}")
@@ -63,7 +81,8 @@ class WriterLock:
         lock (its holder died while writing) is taken over, with a warning if ``warn_stale``."""
         while True:
             try:
-                fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+                # O_CLOEXEC: a program this process execs does not inherit the lock either
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as err:
                 raise SgnMemoryError(
                     f"cannot take the writer lock of {self.path} ({err.strerror or err})."
@@ -104,6 +123,7 @@ class WriterLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, (json.dumps(info) + "\n").encode())
         self.fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
@@ -111,6 +131,7 @@ class WriterLock:
         fd, self.fd = self.fd, None
         if fd is None:
             return
+        _HELD.discard(fd)
         try:
             os.ftruncate(fd, 0)
         except OSError:

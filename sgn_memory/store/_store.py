@@ -110,6 +110,23 @@ def _is_unfinished_store(path: Path, *, sibling: bool = False) -> bool:
     return True
 
 
+def _creator_alive(name: str) -> bool:
+    """Whether the process named in a ``.NAME.sgn-new-PID-HEX`` sibling runs on this machine."""
+    try:
+        pid = int(name.rsplit("-", 2)[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (another user's)
+    return True
+
+
 def _remove_stale_siblings(path: Path) -> None:
     """Remove what an interrupted create() of ``path`` left beside it: a half-built store, or
     the store it was replacing (the caller had asked to overwrite it); never one whose writer
@@ -121,6 +138,8 @@ def _remove_stale_siblings(path: Path) -> None:
                 continue
             if not (_is_noise_store(entry) or _is_unfinished_store(entry, sibling=True)):
                 continue
+            if _creator_alive(entry.name):
+                continue  # a create() running now, maybe before it could take its lock
             try:
                 lock = WriterLock(entry).acquire(warn_stale=False)
             except SgnMemoryError:
@@ -388,6 +407,8 @@ class NoiseStore:
         renamed into place; an existing store is replaced only when its writer lock is free.
         An existing empty directory (a folder a job scheduler made) is filled in place."""
         replace = in_place = False
+        if path.is_symlink():  # runs/exp1 -> /scratch/exp1: the store goes where the link points
+            path = Path(os.path.realpath(path))
         if path.exists() or path.is_symlink():
             _refuse_if_written_here(path)
             if not path.is_dir():
@@ -541,8 +562,10 @@ class NoiseStore:
                 )
             keep = int(np.searchsorted(steps, int(after_step), side="right"))
             group = zarr.open_group(reader.path, mode="r+", zarr_format=3)
-            if keep < reader.n_complete:  # first: no reader ever sees a dropped row again
-                group.update_attributes({"n_complete": keep})
+            # first, in one atomic write: no reader ever sees a dropped row again, and a reader
+            # opened before sees "resumed" change before any row is rewritten
+            resumed = int(reader.attrs.get("resumed", 0)) + 1
+            group.update_attributes({"n_complete": keep, "resumed": resumed})
             store = cls(reader.path, group, read_only=False)
             store._start_writer(
                 lock,
@@ -678,8 +701,11 @@ class NoiseStore:
         return bad
 
     def _same_directory(self) -> None:
-        """The path still names the directory opened (not removed or replaced meanwhile):
-        zarr would read the chunks of a replacement, or fill values for a removed one."""
+        """After a read: the path still names the directory opened (not removed or replaced
+        meanwhile: zarr would read the chunks of a replacement, or fill values for a removed
+        one), and no writer resumed it since (a resume rewrites rows past its checkpoint, so a
+        reader opened before could mix two runs).  A resume announces itself in the group's
+        attributes before it rewrites any row, so a check after the read catches every mix."""
         try:
             st = os.stat(self.path)
             same = (st.st_dev, st.st_ino) == self._dir_id
@@ -690,6 +716,17 @@ class NoiseStore:
                 f"{self.path}: the store was removed or replaced while it was being read; "
                 "open it again."
             )
+        if self._writer is None:
+            try:
+                meta = json.loads((self.path / "zarr.json").read_text())
+                resumed = meta["attributes"].get("resumed", 0)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                resumed = None
+            if resumed != self._attrs.get("resumed", 0):
+                raise InvalidStoreError(
+                    f"{self.path}: another process resumed writing this store while it was "
+                    "being read (rows after its checkpoint are rewritten); open it again."
+                )
 
     def _values(self, name: str, array, rows, cols=None) -> np.ndarray:
         """``array.oindex[rows(, cols)]``, reading around known-bad chunks when salvaging,
@@ -784,22 +821,31 @@ class NoiseStore:
                 f"step must be {'an int' if single else f'{r} ints, one per row'}; got "
                 f"{step!r:.60}."
             )
-        if not bool(np.isfinite(x).all()):
-            bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        x32 = x.astype(np.float32, copy=False)  # what is stored: a float64 above 3.4e38 is inf
+        if not bool(np.isfinite(x32).all()):
+            bad = int(np.flatnonzero(~np.isfinite(x32).all(axis=1))[0])
             raise SgnMemoryError(
                 f"noise row {bad} of this call holds NaN or infinite values; a NoiseStore "
                 "records finite noise only (a diverged step is not a row)."
             )
-        if r and int(steps.min()) < 0:
-            raise SgnMemoryError(f"steps must be non-negative; got {steps.min()}.")
+        if r and (int(steps.min()) < 0 or int(steps.max()) > np.iinfo(np.int64).max):
+            raise SgnMemoryError(
+                f"steps must be non-negative int64 values; got {steps.min()}..{steps.max()}."
+            )
         first = int(steps) if single else int(steps[0]) if r else None
         if first is not None and (
             (writer.last_step is not None and first <= writer.last_step)
             or (not single and r > 1 and not bool(np.all(np.diff(steps) > 0)))
         ):
+            within = not single and r > 1 and not bool(np.all(np.diff(steps) > 0))
             raise SgnMemoryError(
-                f"steps must strictly increase; the last row appended has step "
-                f"{writer.last_step} and this call gives {steps.tolist()!s:.60}."
+                "steps must strictly increase; "
+                + (
+                    f"this call's steps {steps.tolist()!s:.60} do not."
+                    if within
+                    else f"the last row appended has step {writer.last_step} and this call "
+                    f"gives {steps.tolist()!s:.60}."
+                )
             )
         values = []
         for name, value in (scalars or {}).items():
@@ -853,7 +899,8 @@ class NoiseStore:
         fill(block.noise[i])
         norm = scalars.get("noise_norm_sq")  # NaN/inf anywhere in the row make it non-finite
         row = block.noise[i]
-        finite = math.isfinite(norm) if norm is not None else bool(np.isfinite(row).all())
+        # the norm (float32 on the device) may overflow for huge finite rows: then look
+        finite = (norm is not None and math.isfinite(norm)) or bool(np.isfinite(row).all())
         if not finite:
             raise SgnMemoryError(
                 f"the noise row of step {step} holds NaN or infinite values (the gradients or "
@@ -924,9 +971,10 @@ class NoiseStore:
     def coordinates(self) -> CoordinateMap:
         """The coordinate map (read from disk once, then cached)."""
         if not hasattr(self, "_coordinates"):
-            group = self._group[_COORDS]
             fields = {
-                field: self._values(f"{_COORDS}/{field}", group[field], slice(None))
+                field: self._values(
+                    f"{_COORDS}/{field}", self._group[f"{_COORDS}/{field}"], slice(None)
+                )
                 for field in _COORD_FIELDS
             }
             self._coordinates = CoordinateMap(**fields)
@@ -934,10 +982,27 @@ class NoiseStore:
 
     @property
     def steps(self) -> np.ndarray:
-        """``(n_complete,)`` int64: the training step of each complete row."""
-        return np.asarray(
+        """``(n_complete,)`` int64: the training step of each complete row.
+
+        Raises :class:`~sgn_memory.InvalidStoreError` when they are not non-negative and
+        strictly increasing (what append enforces), e.g. rows counted past the written ones by
+        an edited ``n_complete``; a salvaging reader gives -1 for unreadable steps instead."""
+        steps = np.asarray(
             self._values(_STEPS, self._steps, slice(0, self.n_complete)), dtype=np.int64
         )
+        if self.checksums and not self._salvage and steps.size:
+            bad = np.flatnonzero(steps < 0)
+            if not bad.size and steps.size > 1:
+                bad = np.flatnonzero(np.diff(steps) <= 0) + 1
+            if bad.size:
+                i = int(bad[0])
+                raise InvalidStoreError(
+                    f"{self.path}: row {i} has step {steps[i]}"
+                    + (f" after step {steps[i - 1]}" if i else "")
+                    + "; steps of a NoiseStore are non-negative and strictly increase, so the "
+                    "store is damaged (rows counted that were never written?)."
+                )
+        return steps
 
     def scalar(self, name: str) -> np.ndarray:
         """``(n_complete,)`` float64 values of the per-step scalar ``name`` (NaN where unset)."""
