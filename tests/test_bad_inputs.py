@@ -314,6 +314,8 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
         [sys.executable, "-m", "sgn_memory.cli", str(tmp_path / "big.npy"), "--out",
          str(tmp_path / "rep"), "--block", "50"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as a terminal delivers it (a background CI shell ignores SIGINT, inherited)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(3)  # well into the analysis (python and numpy are imported within ~2 s)
     proc.send_signal(signal.SIGINT)

@@ -521,11 +521,23 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "experiments", *args]
 
 
+def _sigint_default() -> None:
+    """In the child: Ctrl-C as a terminal delivers it.  A test run started in the background
+    of a non-interactive shell (a CI script) has SIGINT ignored, which children inherit, and
+    Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_mid_run(args: list[str], started: Path) -> tuple[int, str]:
     """Start a sweep, send SIGINT once it is training (``started`` exists), return (status,
     stderr)."""
     proc = subprocess.Popen(
-        _command(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        _command(*args),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
     )
     lines = []
     for line in proc.stderr:

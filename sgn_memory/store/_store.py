@@ -821,7 +821,8 @@ class NoiseStore:
                 f"step must be {'an int' if single else f'{r} ints, one per row'}; got "
                 f"{step!r:.60}."
             )
-        x32 = x.astype(np.float32, copy=False)  # what is stored: a float64 above 3.4e38 is inf
+        with np.errstate(over="ignore"):  # what is stored: a float64 above 3.4e38 is inf
+            x32 = x.astype(np.float32, copy=False)
         if not bool(np.isfinite(x32).all()):
             bad = int(np.flatnonzero(~np.isfinite(x32).all(axis=1))[0])
             raise SgnMemoryError(
