@@ -432,11 +432,29 @@ def _html(analysis, folder: Path, plots: list[str]) -> str:
 MARKER = ".sgn-report"  # in every report folder: what --overwrite may replace
 
 
+_REPORT_FILES = frozenset({"summary.json", "series.csv", "report.md", "report.html", *_CAPTIONS})
+
+
+def _is_legacy_report(path: Path) -> bool:
+    """A report of a release before the marker: only our file names, and our summary.json."""
+    try:
+        names = {e.name for e in os.scandir(path)}
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        names <= _REPORT_FILES
+        and isinstance(summary, dict)
+        and "sgn_memory" in summary
+        and "schema_version" in summary
+    )
+
+
 def _is_report(path: Path) -> bool:
     try:
         meta = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
-        return False
+        return _is_legacy_report(path)
     return isinstance(meta, dict) and meta.get("format") == "sgn_memory.report"
 
 
@@ -445,7 +463,7 @@ def _foreign_files(path: Path) -> list[str]:
     try:
         ours = set(json.loads((path / MARKER).read_text()).get("files", []))
     except (OSError, ValueError, AttributeError):
-        ours = set()
+        ours = set(_REPORT_FILES)  # a report from before the marker: our file names only
     ours.add(MARKER)
     return sorted(e.name for e in os.scandir(path) if e.name not in ours)
 

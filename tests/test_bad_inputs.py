@@ -354,3 +354,15 @@ def test_no_analysable_series_is_an_error_in_the_api_too():
     x[:, 1] = np.nan
     result = sgn.analyze(x)  # one bad series among good ones: counted, not fatal
     assert result.runs.loc[0, "n_excluded"] == 1 and result.runs.loc[0, "n_analysed"] == 2
+
+
+def test_a_report_of_an_earlier_release_without_the_marker_may_be_overwritten(data, tmp_path):
+    out = tmp_path / "rep"
+    assert sgn_analyze(data / "good.npy", "--out", out).returncode == 0
+    (out / ".sgn-report").unlink()  # what releases before the marker wrote
+    assert sgn_analyze(data / "good.npy", "--out", out, "--overwrite").returncode == 0
+    assert (out / ".sgn-report").is_file()
+    (out / ".sgn-report").unlink()
+    (out / "notes.txt").write_text("mine")  # not only our files: not recognisably ours
+    res = sgn_analyze(data / "good.npy", "--out", out, "--overwrite")
+    assert res.returncode == 2 and "not a report" in res.stderr and (out / "notes.txt").exists()
