@@ -302,3 +302,22 @@ def test_a_point_mass_gets_nan_fits_and_does_not_sink_the_batch():
     assert np.isnan(test.pvalue[0]) and np.isfinite(test.pvalue[1:]).all()
     alone = sgn.stable_test(good, n_bootstrap=19, rng=0)
     np.testing.assert_allclose(test.statistic[1:], alone.statistic, rtol=1e-12)  # BLAS rows
+
+
+def test_dagostino_k2_of_an_exactly_symmetric_sample_has_no_skewness_term():
+    """Sample third moment exactly 0 (interleaved +-1 with zeros: every partial sum is exact).
+    The published transform gives Z_skew = delta * asinh(0) = 0, so K^2 is the kurtosis term
+    alone; scipy's normaltest replaces Y = 0 by 1 and reports K^2 larger by ~1.08 at n = 20."""
+    from scipy import stats
+
+    x = np.array([-1.0, 1.0] * 5 + [0.0] * 10)
+    assert np.sum((x - x.mean()) ** 3) == 0.0
+    k2 = float(sgn.gaussianity(x).statistic["dagostino"])
+    z_kurt = float(stats.kurtosistest(x).statistic)  # Anscombe & Glynn (1983), as published
+    assert k2 == pytest.approx(z_kurt**2, rel=1e-12)
+    assert float(stats.normaltest(x).statistic) - k2 == pytest.approx(1.08, abs=0.01)
+    # away from Y = 0 nothing changes: scipy's K^2 on a skewed sample
+    y = np.random.default_rng(3).exponential(size=40)
+    assert float(sgn.gaussianity(y).statistic["dagostino"]) == pytest.approx(
+        float(stats.normaltest(y).statistic), rel=1e-10
+    )
