@@ -98,6 +98,17 @@ def _array_source(label: str, kind, array: np.ndarray) -> Source:
 _NPY_MAGIC = b"\x93NUMPY"
 
 
+def _load_error(err: ValueError, label: str, what: str) -> SgnMemoryError:
+    """What ``np.load(..., allow_pickle=False)`` refusing a file means, in one sentence."""
+    text = str(err).lower()
+    if "pickle" in text or "object" in text:
+        return SgnMemoryError(
+            f"{label}: holds Python objects (pickled data), which are never loaded; save a "
+            "numeric array."
+        )
+    return SgnMemoryError(f"{label}: a damaged {what} ({err}).")
+
+
 def _load_npy(path: Path, label: str) -> np.ndarray:
     with path.open("rb") as f:
         if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
@@ -107,12 +118,7 @@ def _load_npy(path: Path, label: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as err:
-        if "pickle" in str(err).lower() or "object" in str(err).lower():
-            raise SgnMemoryError(
-                f"{label}: holds Python objects (pickled data), which are never loaded; save a "
-                "numeric array."
-            ) from None
-        raise SgnMemoryError(f"{label}: a damaged .npy file ({err}).") from None
+        raise _load_error(err, label, ".npy file") from None
 
 
 def _load_npz(path: Path, label: str) -> np.ndarray:
@@ -124,12 +130,7 @@ def _load_npz(path: Path, label: str) -> np.ndarray:
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise SgnMemoryError(f"{label}: not a readable .npz archive ({err}).") from None
     except ValueError as err:
-        if "pickle" in str(err).lower() or "object" in str(err).lower():
-            raise SgnMemoryError(
-                f"{label}: holds Python objects (pickled data), which are never loaded; save a "
-                "numeric array."
-            ) from None
-        raise SgnMemoryError(f"{label}: a damaged .npz archive ({err}).") from None
+        raise _load_error(err, label, ".npz archive") from None
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     raise SgnMemoryError(
         f"{label}: holds {len(names)} arrays ({shown}); save one steps x series array per .npz."
@@ -291,8 +292,8 @@ def _salvage_plan(store) -> tuple[tuple[int, int] | None, str]:
             "would keep fewer values)"
         )
     return None, (
-        f"every row of the {int((~touched).sum())} of {k} series no bad chunk touches (the "
-        f"{int(touched.sum())} others are excluded)"
+        f"every row of the series no bad chunk touches ({int((~touched).sum())} of the store's "
+        f"{k}; the others are excluded)"
     )
 
 
@@ -518,7 +519,9 @@ def _summarise(table: pd.DataFrame, level: float, preset: str | None) -> dict[st
         v = table[c].to_numpy()
         v = v[np.isfinite(v)]
         out[f"{c}_median"] = float(np.median(v)) if v.size else float("nan")
-    out["acf_1_median"] = float(np.nanmedian(table["acf_1"])) if len(table) else float("nan")
+    acf1 = table["acf_1"].to_numpy()
+    acf1 = acf1[np.isfinite(acf1)]
+    out["acf_1_median"] = float(np.median(acf1)) if acf1.size else float("nan")
     return out
 
 

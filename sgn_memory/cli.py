@@ -163,7 +163,8 @@ def _main(argv, state) -> int:
             print(
                 f"sgn-analyze: warning: {src.label} is damaged: {len(src.damage)} chunk(s) "
                 f"unreadable, {int(run['n_excluded'])} of {int(run['n_series'])} series "
-                "excluded (listed in the report).",
+                f"excluded; analysed: {src.salvaged or 'every readable value'} (listed in the "
+                "report).",
                 file=sys.stderr,
             )
     if args.format == "json":

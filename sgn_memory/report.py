@@ -111,7 +111,7 @@ def _damage_lines(analysis) -> list[str]:
             lines += [
                 "",
                 f"**Salvaged: `{src.label}` is damaged.** {len(src.damage)} chunk(s) could not "
-                "be read; the series they touch are excluded (column `excluded`):",
+                f"be read; analysed: {src.salvaged or 'every readable value'}.  Bad chunks:",
                 "",
                 *(f"- {d}" for d in src.damage[:20]),
                 *([f"- ... and {len(src.damage) - 20} more"] if len(src.damage) > 20 else []),
@@ -192,6 +192,13 @@ def _plot_hurst_histograms(analysis, folder: Path) -> str | None:
     for ax, (label, g) in zip(axes.flat, groups, strict=False):
         h = g["hurst_whittle"].dropna()
         b = g["hurst_whittle_shuffled"].dropna()
+        if h.empty and b.empty:  # every series of the layer excluded: say so, no empty axes
+            ax.text(0.5, 0.5, f"no series analysed\n({len(g)} excluded)", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=9)  # fmt: skip
+            ax.set_yticks([])
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("H")
+            continue
         ax.hist(b, bins=bins, alpha=0.5, color="grey", label="shuffled (no memory)")
         ax.hist(h, bins=bins, alpha=0.7, color="C0", label="H (Whittle)")
         if len(h):
@@ -201,7 +208,9 @@ def _plot_hurst_histograms(analysis, folder: Path) -> str | None:
         ax.set_xlabel("H")
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    drawn = [ax for ax in axes.flat if ax.get_legend_handles_labels()[0]]
+    if drawn:
+        drawn[0].legend(fontsize=7)
     return _save(fig, folder, "hurst_histograms.png")
 
 
@@ -409,8 +418,9 @@ def _html(analysis, folder: Path, plots: list[str]) -> str:
         "<p>Inputs: " + ", ".join(html.escape(s.label) for s in analysis.sources) + "</p>",
         *(
             f"<p><strong>Salvaged: {html.escape(s.label)} is damaged.</strong> "
-            f"{len(s.damage)} chunk(s) could not be read; the series they touch are excluded "
-            "(column <em>excluded</em>). See summary.json for the list.</p>"
+            f"{len(s.damage)} chunk(s) could not be read; analysed: "
+            f"{html.escape(s.salvaged or 'every readable value')}. The bad chunks are listed "
+            "in summary.json.</p>"
             for s in analysis.sources
             if s.damage
         ),

@@ -243,6 +243,8 @@ def test_a_damaged_store_is_an_error_and_salvage_says_what_it_excluded(tmp_path)
     [damage] = summary["inputs"][0]["damaged_chunks"]
     assert "noise chunk (1, 0)" in damage
     assert "Salvaged" in (tmp_path / "rep" / "report.md").read_text()
+    assert "series no bad chunk touches" in (tmp_path / "rep" / "report.md").read_text()
+    assert "series no bad chunk touches" in res.stderr and "Warning" not in res.stderr
     assert "series no bad chunk touches" in summary["inputs"][0]["salvage"]
 
 
@@ -261,6 +263,13 @@ def test_salvage_keeps_the_longest_clean_stretch_when_every_series_is_touched(tm
     assert src.rows == (0, 256) and src.n_steps == 256 and "rows 0-255 of 384" in src.salvaged
     assert result.runs.loc[0, "n_analysed"] == k
     np.testing.assert_array_equal(src.read(np.arange(k)), x[:256])
+    from sgn_memory.report import write_report
+
+    write_report(result, tmp_path / "rep", plots=False)  # the report says what was kept
+    assert (
+        "analysed: rows 0-255 of 384 of every series"
+        in (tmp_path / "rep" / "report.md").read_text()
+    )
     expected = sgn.analyze(x[:256].astype(np.float64))  # the same numbers as the clean rows
     np.testing.assert_allclose(
         result.series["hurst_whittle"].to_numpy(), expected.series["hurst_whittle"].to_numpy()
